@@ -1,0 +1,447 @@
+//! Registration, sign-in, refresh, sign-out and bearer authentication.
+
+use std::sync::Arc;
+
+use iam_domain::token::Grant;
+use iam_domain::{
+    AccessClaims, DisplayName, Email, Membership, Password, RefreshToken, RoleName, Session,
+    SessionId, Tenant, TenantId, TenantName, TenantStatus, TokenPolicy, User, UserId,
+};
+use iam_ports::{
+    BoxError, HashError, NewRefreshToken, Rotation, SignError, StoreError, TokenRejection,
+    UnitOfWork, random,
+};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{KeyService, Ports};
+
+/// Why an authentication use case failed. Transports map each variant to one stable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown email, wrong password or an account that may not sign in: one answer for all.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The credentials were right but the user does not belong to the requested tenant.
+    #[error("not a member of the requested tenant")]
+    NotAMember,
+    /// The tenant is blocked.
+    #[error("tenant is blocked")]
+    TenantBlocked,
+    /// The refresh token is unknown, spent, expired or revoked (OAuth `invalid_grant`).
+    #[error("invalid grant")]
+    InvalidGrant,
+    /// The bearer token cannot be used.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(Unauthenticated),
+    /// Password hashing is at capacity; retry shortly.
+    #[error("overloaded")]
+    Overloaded,
+    /// The store cannot be reached.
+    #[error("service unavailable")]
+    Unavailable(#[source] StoreError),
+    /// A bug or broken dependency.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+/// Why a bearer token was refused; machine-readable for ValidateToken and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("malformed")]
+    Malformed,
+    #[error("bad_signature")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+    #[error("invalid_claims")]
+    InvalidClaims,
+    #[error("revoked")]
+    Revoked,
+    #[error("user_disabled")]
+    UserDisabled,
+    #[error("tenant_blocked")]
+    TenantBlocked,
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::Unavailable(e),
+            StoreError::Conflict(_) | StoreError::Unexpected(_) => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<HashError> for AuthError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Overloaded => Self::Overloaded,
+            HashError::Unexpected(source) => Self::Internal(source),
+        }
+    }
+}
+
+impl From<SignError> for AuthError {
+    fn from(e: SignError) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}
+
+/// A new account and its first tenant.
+#[derive(Debug)]
+pub struct RegisterCommand {
+    pub email: Email,
+    pub password: Password,
+    pub name: DisplayName,
+    /// Name of the tenant the user will own; defaults to the user's name.
+    pub tenant_name: Option<TenantName>,
+}
+
+/// What a successful sign-in or refresh hands to the client.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: RefreshToken,
+    pub refresh_expires_in: i64,
+    pub tenant: TenantId,
+}
+
+/// The verified caller behind a bearer token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub session: SessionId,
+    pub roles: Vec<String>,
+    pub claims: AccessClaims,
+}
+
+/// What `GET /auth/me` shows.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub user: User,
+    pub tenant: Tenant,
+    pub roles: Vec<String>,
+}
+
+/// Registration, sign-in, token refresh, sign-out and bearer authentication.
+pub struct AuthService {
+    ports: Ports,
+    policy: TokenPolicy,
+    keys: Arc<KeyService>,
+}
+
+impl AuthService {
+    /// Builds the service.
+    pub fn new(ports: Ports, policy: TokenPolicy, keys: Arc<KeyService>) -> Self {
+        Self {
+            ports,
+            policy,
+            keys,
+        }
+    }
+
+    /// The token policy in force.
+    pub fn policy(&self) -> &TokenPolicy {
+        &self.policy
+    }
+
+    /// Creates the account, a tenant it owns and the owner membership; does nothing for an email
+    /// that is taken. Both paths hash the password, so they cost the same and answer alike.
+    pub async fn register(&self, cmd: RegisterCommand) -> Result<(), AuthError> {
+        let hash = self.ports.hasher.hash(&cmd.password).await?;
+        let now = self.ports.clock.now();
+        let mut uow = self.ports.store.begin().await?;
+        if uow.user_by_email(&cmd.email).await?.is_some() {
+            uow.rollback().await?;
+            info!("registration for an existing email ignored");
+            return Ok(());
+        }
+        let user = User::new(
+            UserId::new_v7(now, random(&*self.ports.rng)),
+            cmd.email,
+            cmd.name,
+            now,
+        );
+        let tenant_name = match cmd.tenant_name {
+            Some(name) => name,
+            None => TenantName::parse(user.name.as_str())
+                .map_err(|e| AuthError::Internal(Box::new(e)))?,
+        };
+        let tenant = Tenant::new_top_level(
+            TenantId::new_v7(now, random(&*self.ports.rng)),
+            tenant_name,
+            user.id,
+            now,
+        );
+        match uow.insert_user(&user, Some(&hash)).await {
+            Ok(()) => {}
+            // Lost a race with a concurrent registration of the same email: same answer.
+            Err(StoreError::Conflict(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        uow.insert_tenant(&tenant).await?;
+        uow.insert_membership(&Membership {
+            tenant: tenant.id,
+            user: user.id,
+            roles: vec![RoleName::owner()],
+            created_at: now,
+        })
+        .await?;
+        uow.commit().await?;
+        info!(user.id = %user.id, tenant.id = %tenant.id, "account registered");
+        Ok(())
+    }
+
+    /// Signs in with email and password. Every path performs exactly one Argon2 verification.
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: &Password,
+        tenant: Option<TenantId>,
+    ) -> Result<TokenPair, AuthError> {
+        let mut uow = self.ports.store.begin().await?;
+        let record = uow.user_by_email(email).await?;
+        uow.commit().await?;
+
+        let hasher = &self.ports.hasher;
+        let (user, verified) = match record {
+            Some(rec) => {
+                let hash = rec.password_hash.as_ref().unwrap_or(hasher.decoy());
+                let ok = hasher.verify(password, hash).await?;
+                (Some(rec.user), ok && rec.password_hash.is_some())
+            }
+            None => {
+                hasher.verify(password, hasher.decoy()).await?;
+                (None, false)
+            }
+        };
+        let user = match user {
+            Some(user) if verified && user.can_sign_in() => user,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
+
+        let mut uow = self.ports.store.begin().await?;
+        let membership = pick_membership(&mut *uow, user.id, tenant).await?;
+        let tenant = uow
+            .tenant(membership.tenant)
+            .await?
+            .ok_or_else(|| AuthError::Internal("membership of a missing tenant".into()))?;
+        if tenant.status == TenantStatus::Blocked {
+            return Err(AuthError::TenantBlocked);
+        }
+        let pair = self
+            .start_session(&mut *uow, &user, &membership, vec!["pwd".into()])
+            .await?;
+        uow.commit().await?;
+        info!(user.id = %user.id, tenant.id = %tenant.id, "signed in");
+        Ok(pair)
+    }
+
+    /// Creates a session with its first refresh token and signs the first access token.
+    async fn start_session(
+        &self,
+        uow: &mut dyn UnitOfWork,
+        user: &User,
+        membership: &Membership,
+        amr: Vec<String>,
+    ) -> Result<TokenPair, AuthError> {
+        let now = self.ports.clock.now();
+        let session = Session {
+            id: SessionId::new_v7(now, random(&*self.ports.rng)),
+            user: user.id,
+            tenant: membership.tenant,
+            amr,
+            auth_time: now,
+            created_at: now,
+            revoked_at: None,
+        };
+        let refresh = RefreshToken::from_random(random(&*self.ports.rng));
+        uow.insert_session(&session, &self.new_refresh(&refresh, now))
+            .await?;
+        self.issue(&session, membership.roles.clone(), refresh)
+    }
+
+    fn new_refresh(&self, token: &RefreshToken, now: iam_domain::Timestamp) -> NewRefreshToken {
+        NewRefreshToken {
+            hash: token.hash(),
+            issued_at: now,
+            expires_at: now + self.policy.refresh_ttl,
+        }
+    }
+
+    fn issue(
+        &self,
+        session: &Session,
+        roles: Vec<RoleName>,
+        refresh: RefreshToken,
+    ) -> Result<TokenPair, AuthError> {
+        let now = self.ports.clock.now();
+        let grant = Grant {
+            user: session.user,
+            tenant: session.tenant,
+            roles,
+            session: session.id,
+            amr: session.amr.clone(),
+        };
+        let jti = Uuid::from_bytes(random(&*self.ports.rng));
+        let claims = self.policy.access_claims(&grant, now, jti);
+        let access_token = self.ports.signer.sign(&claims)?;
+        Ok(TokenPair {
+            access_token,
+            expires_in: self.policy.access_ttl.num_seconds(),
+            refresh_token: refresh,
+            refresh_expires_in: self.policy.refresh_ttl.num_seconds(),
+            tenant: session.tenant,
+        })
+    }
+
+    /// Rotates a refresh token: the presented one is spent and a new pair is issued for the same
+    /// session and tenant. A spent token revokes its whole family.
+    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, AuthError> {
+        let Some(presented) = RefreshToken::parse(presented) else {
+            return Err(AuthError::InvalidGrant);
+        };
+        let now = self.ports.clock.now();
+        let next = RefreshToken::from_random(random(&*self.ports.rng));
+        let mut uow = self.ports.store.begin().await?;
+        let session = match uow
+            .rotate_refresh(&presented.hash(), &self.new_refresh(&next, now))
+            .await?
+        {
+            Rotation::Rotated(session) => session,
+            Rotation::Reused(sid) => {
+                uow.commit().await?;
+                warn!(session.id = %sid, "refresh token reused: session family revoked");
+                return Err(AuthError::InvalidGrant);
+            }
+            Rotation::Expired | Rotation::Unknown => {
+                uow.rollback().await?;
+                return Err(AuthError::InvalidGrant);
+            }
+        };
+        let user = uow.user_by_id(session.user).await?;
+        let membership = uow.membership(session.user, session.tenant).await?;
+        let tenant = uow.tenant(session.tenant).await?;
+        let allowed = user.as_ref().is_some_and(User::can_sign_in)
+            && tenant.is_some_and(|t| t.status == TenantStatus::Active);
+        let Some(membership) = membership.filter(|_| allowed) else {
+            // The user lost the right to this session: end it rather than leave it half alive.
+            uow.revoke_session(session.id, now).await?;
+            uow.commit().await?;
+            return Err(AuthError::InvalidGrant);
+        };
+        let pair = self.issue(&session, membership.roles, next)?;
+        uow.commit().await?;
+        Ok(pair)
+    }
+
+    /// Ends the caller's session: its refresh family is revoked and its access tokens stop
+    /// authenticating.
+    pub async fn logout(&self, principal: &Principal) -> Result<(), AuthError> {
+        let mut uow = self.ports.store.begin().await?;
+        uow.revoke_session(principal.session, self.ports.clock.now())
+            .await?;
+        uow.commit().await?;
+        info!(user.id = %principal.user, session.id = %principal.session, "signed out");
+        Ok(())
+    }
+
+    /// Verifies a bearer access token: signature, time window, issuer, audience, and that its
+    /// session, user and tenant are still in good standing.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        let claims = self.verify(bearer).await?;
+        let mut uow = self.ports.store.begin().await?;
+        let session = uow.session(claims.sid).await?;
+        let user = uow.user_by_id(claims.sub).await?;
+        let tenant = uow.tenant(claims.tenant_id).await?;
+        uow.commit().await?;
+        let deny = |r| Err(AuthError::Unauthenticated(r));
+        match session {
+            Some(s) if !s.is_revoked() && s.user == claims.sub => {}
+            _ => return deny(Unauthenticated::Revoked),
+        }
+        if !user.is_some_and(|u| u.can_sign_in()) {
+            return deny(Unauthenticated::UserDisabled);
+        }
+        if !tenant.is_some_and(|t| t.status == TenantStatus::Active) {
+            return deny(Unauthenticated::TenantBlocked);
+        }
+        Ok(Principal {
+            user: claims.sub,
+            tenant: claims.tenant_id,
+            session: claims.sid,
+            roles: claims.roles.clone(),
+            claims,
+        })
+    }
+
+    /// Checks signature and claims only (no store access).
+    pub async fn verify(&self, bearer: &str) -> Result<AccessClaims, AuthError> {
+        let signer = &self.ports.signer;
+        let verified = match signer.verify(bearer) {
+            // Another instance may have rotated the signing key: reload once, then retry.
+            Err(TokenRejection::UnknownKey) if self.keys.reload_for_unknown_kid().await => {
+                signer.verify(bearer)
+            }
+            other => other,
+        };
+        let claims = verified.map_err(|r| {
+            AuthError::Unauthenticated(match r {
+                TokenRejection::Malformed => Unauthenticated::Malformed,
+                TokenRejection::UnknownKey | TokenRejection::BadSignature => {
+                    Unauthenticated::BadSignature
+                }
+            })
+        })?;
+        self.policy
+            .check(&claims, self.ports.clock.now())
+            .map_err(|e| {
+                AuthError::Unauthenticated(match e {
+                    iam_domain::ClaimsError::Expired => Unauthenticated::Expired,
+                    iam_domain::ClaimsError::NotYetValid
+                    | iam_domain::ClaimsError::Issuer
+                    | iam_domain::ClaimsError::Audience => Unauthenticated::InvalidClaims,
+                })
+            })?;
+        Ok(claims)
+    }
+
+    /// The signed-in user, their current tenant and roles.
+    pub async fn me(&self, principal: &Principal) -> Result<Me, AuthError> {
+        let mut uow = self.ports.store.begin().await?;
+        let user = uow.user_by_id(principal.user).await?;
+        let tenant = uow.tenant(principal.tenant).await?;
+        uow.commit().await?;
+        match (user, tenant) {
+            (Some(user), Some(tenant)) => Ok(Me {
+                user,
+                tenant,
+                roles: principal.roles.clone(),
+            }),
+            _ => Err(AuthError::Unauthenticated(Unauthenticated::Revoked)),
+        }
+    }
+}
+
+/// The membership a sign-in lands in: the requested tenant, or the oldest membership.
+async fn pick_membership(
+    uow: &mut dyn UnitOfWork,
+    user: UserId,
+    requested: Option<TenantId>,
+) -> Result<Membership, AuthError> {
+    match requested {
+        Some(tenant) => uow
+            .membership(user, tenant)
+            .await?
+            .ok_or(AuthError::NotAMember),
+        None => uow
+            .memberships_of(user)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(AuthError::NotAMember),
+    }
+}

@@ -1,0 +1,25 @@
+//! The IAM service's model and rules: identifiers, validated values, entities, token claims and
+//! the policies over them.
+//!
+//! Invariant: synchronous and pure. No async, no I/O, no clock and no randomness of its own (the
+//! current time and random values come in as arguments), and no framework, database or transport
+//! types.
+
+pub mod email;
+pub mod ids;
+pub mod password;
+pub mod session;
+pub mod tenant;
+pub mod token;
+pub mod user;
+
+pub use email::{Email, EmailError};
+pub use ids::{KeyId, SessionId, TenantId, UserId};
+pub use password::{Password, PasswordError, PasswordHash};
+pub use session::{RefreshToken, RefreshTokenHash, Session};
+pub use tenant::{Membership, RoleName, Tenant, TenantName, TenantStatus};
+pub use token::{AccessClaims, Audience, ClaimsError, Grant, TokenPolicy};
+pub use user::{DisplayName, NameError, User, UserStatus};
+
+/// A point in time, always UTC.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,24 @@
+//! The ports: traits through which the application reaches stores, cryptography, the clock and
+//! randomness. Each names what the core needs, not a technology, and documents its error contract.
+//!
+//! Invariant: depends on `iam-domain` only (plus `async-trait`); never on a framework, database
+//! driver or SDK.
+
+pub mod crypto;
+pub mod keys;
+pub mod store;
+pub mod system;
+
+pub use crypto::{
+    HashError, KeyMaterial, PasswordHasher, SealError, SecretSealer, SignError, TokenRejection,
+    TokenSigner,
+};
+pub use keys::{KeyStore, StoredKey};
+pub use store::{
+    NewRefreshToken, Rotation, SessionRepo, Store, StoreError, TenantRepo, UnitOfWork, UserRecord,
+    UserRepo,
+};
+pub use system::{Clock, Rng, random};
+
+/// A boxed error from inside an adapter, kept as a `source` for logs, never shown to clients.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

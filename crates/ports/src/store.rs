@@ -1,0 +1,141 @@
+//! Stores and the unit of work through which a use case reads and writes them.
+//!
+//! A use case opens a unit of work with [`Store::begin`], does all of its reads and writes through
+//! it, and ends it with [`UnitOfWork::commit`]; a unit of work dropped without commit rolls back.
+//! Never hold one across slow work (password hashing, HTTP calls): an adapter may serialise them.
+
+use async_trait::async_trait;
+use iam_domain::{
+    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
+    Timestamp, User, UserId,
+};
+
+use crate::BoxError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the payload names what was duplicated (`email`, …).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The store cannot be reached now; worth retrying later (503).
+    #[error("store is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else: a bug or corrupt data (500).
+    #[error("store failure")]
+    Unexpected(#[source] BoxError),
+}
+
+/// A user together with their password hash, for sign-in.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// A refresh token about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub hash: RefreshTokenHash,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// The outcome of presenting a refresh token for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live: it is now spent and the new one is the family's live token.
+    Rotated(Session),
+    /// The token had been spent already (or its family revoked): the whole family is now revoked.
+    /// The caller must commit so the revocation sticks, and answer `invalid_grant`.
+    Reused(SessionId),
+    /// The token was live but past its expiry.
+    Expired,
+    /// No such token.
+    Unknown,
+}
+
+/// Users.
+#[async_trait]
+pub trait UserRepo: Send {
+    /// Inserts a user; `Conflict("email")` if the normalised email is taken.
+    async fn insert_user(
+        &mut self,
+        user: &User,
+        password: Option<&PasswordHash>,
+    ) -> Result<(), StoreError>;
+
+    /// Looks a user up by normalised email.
+    async fn user_by_email(&mut self, email: &Email) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Looks a user up by id.
+    async fn user_by_id(&mut self, id: UserId) -> Result<Option<User>, StoreError>;
+}
+
+/// Tenants and memberships.
+#[async_trait]
+pub trait TenantRepo: Send {
+    /// Inserts a tenant; its owner must exist.
+    async fn insert_tenant(&mut self, tenant: &Tenant) -> Result<(), StoreError>;
+
+    /// Looks a tenant up by id.
+    async fn tenant(&mut self, id: TenantId) -> Result<Option<Tenant>, StoreError>;
+
+    /// Adds a user to a tenant; `Conflict("membership")` if they are a member already.
+    async fn insert_membership(&mut self, membership: &Membership) -> Result<(), StoreError>;
+
+    /// A user's memberships, oldest first.
+    async fn memberships_of(&mut self, user: UserId) -> Result<Vec<Membership>, StoreError>;
+
+    /// One membership, if the user belongs to the tenant.
+    async fn membership(
+        &mut self,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<Option<Membership>, StoreError>;
+}
+
+/// Sessions (refresh-token families).
+#[async_trait]
+pub trait SessionRepo: Send {
+    /// Starts a session with its first refresh token.
+    async fn insert_session(
+        &mut self,
+        session: &Session,
+        first: &NewRefreshToken,
+    ) -> Result<(), StoreError>;
+
+    /// Spends `presented` and makes `next` the family's live token, atomically: of two concurrent
+    /// rotations of one token exactly one sees `Rotated`. `next.issued_at` is taken as now.
+    async fn rotate_refresh(
+        &mut self,
+        presented: &RefreshTokenHash,
+        next: &NewRefreshToken,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Looks a session up by id.
+    async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Revokes a session and its live refresh token; `false` if it was unknown or revoked already.
+    async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError>;
+}
+
+/// One atomic unit of work over every repository.
+#[async_trait]
+pub trait UnitOfWork: UserRepo + TenantRepo + SessionRepo {
+    /// Makes every write of this unit visible at once.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+
+    /// Discards every write of this unit (dropping it does the same, later).
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The store: opens units of work.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Opens a unit of work.
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError>;
+
+    /// Checks that the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
