@@ -1,0 +1,385 @@
+//! The store ports held in process memory: the embedded default (nothing persists) and the
+//! double the application's tests run on. Behaves like the PostgreSQL adapter; the shared
+//! contract suite in `iam-store-contract` proves it.
+//!
+//! A unit of work holds the store's single lock until it commits or is dropped and keeps an undo
+//! log, so a dropped unit rolls back and concurrent units are serialised.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use iam_domain::{
+    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
+    Timestamp, User, UserId,
+};
+use iam_ports::{
+    KeyStore, NewRefreshToken, Rotation, SessionRepo, Store, StoreError, StoredKey, TenantRepo,
+    UnitOfWork, UserRecord, UserRepo,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshStatus {
+    Live,
+    Rotated,
+    Revoked,
+}
+
+#[derive(Debug, Clone)]
+struct RefreshRecord {
+    session: SessionId,
+    status: RefreshStatus,
+    expires_at: Timestamp,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<UserId, UserRecord>,
+    user_ids_by_email: HashMap<Email, UserId>,
+    tenants: HashMap<TenantId, Tenant>,
+    memberships: HashMap<(UserId, TenantId), Membership>,
+    sessions: HashMap<SessionId, Session>,
+    refresh: HashMap<RefreshTokenHash, RefreshRecord>,
+}
+
+type Undo = Box<dyn FnOnce(&mut State) + Send>;
+
+/// The in-memory store.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError> {
+        Ok(Box::new(MemoryUnit {
+            state: self.state.clone().lock_owned().await,
+            undo: Vec::new(),
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+struct MemoryUnit {
+    state: OwnedMutexGuard<State>,
+    undo: Vec<Undo>,
+}
+
+impl Drop for MemoryUnit {
+    fn drop(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            undo(&mut self.state);
+        }
+    }
+}
+
+fn missing(what: &str) -> StoreError {
+    StoreError::Unexpected(format!("{what} does not exist").into())
+}
+
+#[async_trait]
+impl UserRepo for MemoryUnit {
+    async fn insert_user(
+        &mut self,
+        user: &User,
+        password: Option<&PasswordHash>,
+    ) -> Result<(), StoreError> {
+        if self.state.user_ids_by_email.contains_key(&user.email) {
+            return Err(StoreError::Conflict("email"));
+        }
+        if self.state.users.contains_key(&user.id) {
+            return Err(StoreError::Conflict("user"));
+        }
+        self.state
+            .user_ids_by_email
+            .insert(user.email.clone(), user.id);
+        self.state.users.insert(
+            user.id,
+            UserRecord {
+                user: user.clone(),
+                password_hash: password.cloned(),
+            },
+        );
+        let (id, email) = (user.id, user.email.clone());
+        self.undo.push(Box::new(move |s| {
+            s.users.remove(&id);
+            s.user_ids_by_email.remove(&email);
+        }));
+        Ok(())
+    }
+
+    async fn user_by_email(&mut self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self
+            .state
+            .user_ids_by_email
+            .get(email)
+            .and_then(|id| self.state.users.get(id))
+            .cloned())
+    }
+
+    async fn user_by_id(&mut self, id: UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.state.users.get(&id).map(|r| r.user.clone()))
+    }
+}
+
+#[async_trait]
+impl TenantRepo for MemoryUnit {
+    async fn insert_tenant(&mut self, tenant: &Tenant) -> Result<(), StoreError> {
+        if self.state.tenants.contains_key(&tenant.id) {
+            return Err(StoreError::Conflict("tenant"));
+        }
+        if !self.state.users.contains_key(&tenant.owner) {
+            return Err(missing("tenant owner"));
+        }
+        if tenant
+            .parent
+            .is_some_and(|p| !self.state.tenants.contains_key(&p))
+        {
+            return Err(missing("parent tenant"));
+        }
+        self.state.tenants.insert(tenant.id, tenant.clone());
+        let id = tenant.id;
+        self.undo.push(Box::new(move |s| {
+            s.tenants.remove(&id);
+        }));
+        Ok(())
+    }
+
+    async fn tenant(&mut self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+        Ok(self.state.tenants.get(&id).cloned())
+    }
+
+    async fn insert_membership(&mut self, m: &Membership) -> Result<(), StoreError> {
+        let key = (m.user, m.tenant);
+        if self.state.memberships.contains_key(&key) {
+            return Err(StoreError::Conflict("membership"));
+        }
+        if !self.state.users.contains_key(&m.user) {
+            return Err(missing("user"));
+        }
+        if !self.state.tenants.contains_key(&m.tenant) {
+            return Err(missing("tenant"));
+        }
+        self.state.memberships.insert(key, m.clone());
+        self.undo.push(Box::new(move |s| {
+            s.memberships.remove(&key);
+        }));
+        Ok(())
+    }
+
+    async fn memberships_of(&mut self, user: UserId) -> Result<Vec<Membership>, StoreError> {
+        let mut all: Vec<_> = self
+            .state
+            .memberships
+            .values()
+            .filter(|m| m.user == user)
+            .cloned()
+            .collect();
+        all.sort_by_key(|m| (m.created_at, m.tenant));
+        Ok(all)
+    }
+
+    async fn membership(
+        &mut self,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<Option<Membership>, StoreError> {
+        Ok(self.state.memberships.get(&(user, tenant)).cloned())
+    }
+}
+
+impl MemoryUnit {
+    /// Revokes a session and its live tokens, recording how to undo it.
+    fn revoke(&mut self, id: SessionId, at: Timestamp) -> bool {
+        let Some(session) = self.state.sessions.get_mut(&id) else {
+            return false;
+        };
+        if session.revoked_at.is_some() {
+            return false;
+        }
+        session.revoked_at = Some(at);
+        let live: Vec<RefreshTokenHash> = self
+            .state
+            .refresh
+            .iter()
+            .filter(|(_, r)| r.session == id && r.status == RefreshStatus::Live)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in &live {
+            if let Some(r) = self.state.refresh.get_mut(hash) {
+                r.status = RefreshStatus::Revoked;
+            }
+        }
+        self.undo.push(Box::new(move |s| {
+            if let Some(session) = s.sessions.get_mut(&id) {
+                session.revoked_at = None;
+            }
+            for hash in live {
+                if let Some(r) = s.refresh.get_mut(&hash) {
+                    r.status = RefreshStatus::Live;
+                }
+            }
+        }));
+        true
+    }
+}
+
+#[async_trait]
+impl SessionRepo for MemoryUnit {
+    async fn insert_session(
+        &mut self,
+        session: &Session,
+        first: &NewRefreshToken,
+    ) -> Result<(), StoreError> {
+        if self.state.sessions.contains_key(&session.id) {
+            return Err(StoreError::Conflict("session"));
+        }
+        if self.state.refresh.contains_key(&first.hash) {
+            return Err(StoreError::Conflict("refresh token"));
+        }
+        if !self.state.users.contains_key(&session.user) {
+            return Err(missing("user"));
+        }
+        if !self.state.tenants.contains_key(&session.tenant) {
+            return Err(missing("tenant"));
+        }
+        self.state.sessions.insert(session.id, session.clone());
+        self.state.refresh.insert(
+            first.hash,
+            RefreshRecord {
+                session: session.id,
+                status: RefreshStatus::Live,
+                expires_at: first.expires_at,
+            },
+        );
+        let (id, hash) = (session.id, first.hash);
+        self.undo.push(Box::new(move |s| {
+            s.sessions.remove(&id);
+            s.refresh.remove(&hash);
+        }));
+        Ok(())
+    }
+
+    async fn rotate_refresh(
+        &mut self,
+        presented: &RefreshTokenHash,
+        next: &NewRefreshToken,
+    ) -> Result<Rotation, StoreError> {
+        let now = next.issued_at;
+        let Some(record) = self.state.refresh.get(presented).cloned() else {
+            return Ok(Rotation::Unknown);
+        };
+        match record.status {
+            RefreshStatus::Rotated | RefreshStatus::Revoked => {
+                self.revoke(record.session, now);
+                return Ok(Rotation::Reused(record.session));
+            }
+            RefreshStatus::Live if record.expires_at <= now => return Ok(Rotation::Expired),
+            RefreshStatus::Live => {}
+        }
+        let session = self
+            .state
+            .sessions
+            .get(&record.session)
+            .cloned()
+            .ok_or_else(|| missing("session"))?;
+        if self.state.refresh.contains_key(&next.hash) {
+            return Err(StoreError::Conflict("refresh token"));
+        }
+        if let Some(r) = self.state.refresh.get_mut(presented) {
+            r.status = RefreshStatus::Rotated;
+        }
+        self.state.refresh.insert(
+            next.hash,
+            RefreshRecord {
+                session: record.session,
+                status: RefreshStatus::Live,
+                expires_at: next.expires_at,
+            },
+        );
+        let (old, new) = (*presented, next.hash);
+        self.undo.push(Box::new(move |s| {
+            s.refresh.remove(&new);
+            if let Some(r) = s.refresh.get_mut(&old) {
+                r.status = RefreshStatus::Live;
+            }
+        }));
+        Ok(Rotation::Rotated(session))
+    }
+
+    async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        Ok(self.state.sessions.get(&id).cloned())
+    }
+
+    async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        Ok(self.revoke(id, at))
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for MemoryUnit {
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.undo.clear();
+        Ok(())
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        // Dropping runs the undo log.
+        Ok(())
+    }
+}
+
+/// Signing keys in memory (sealed like everywhere else, though they die with the process).
+#[derive(Default)]
+pub struct MemoryKeyStore {
+    keys: std::sync::Mutex<Vec<StoredKey>>,
+}
+
+impl MemoryKeyStore {
+    /// An empty key store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn keys_mut(&self) -> std::sync::MutexGuard<'_, Vec<StoredKey>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        Ok(self.keys_mut().clone())
+    }
+
+    async fn activate(&self, key: StoredKey) -> Result<(), StoreError> {
+        let mut keys = self.keys_mut();
+        if keys.iter().any(|k| k.kid == key.kid) {
+            return Err(StoreError::Conflict("key"));
+        }
+        for k in keys.iter_mut().filter(|k| k.retired_at.is_none()) {
+            k.retired_at = Some(key.created_at);
+        }
+        keys.push(key);
+        Ok(())
+    }
+
+    async fn purge_retired_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let mut keys = self.keys_mut();
+        let before = keys.len();
+        keys.retain(|k| k.retired_at.is_none_or(|at| at >= cutoff));
+        Ok((before - keys.len()) as u64)
+    }
+}

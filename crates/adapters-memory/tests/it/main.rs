@@ -1,0 +1,16 @@
+//! The shared store contract, run against the in-memory adapter.
+
+use std::sync::Arc;
+
+use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
+use iam_store_contract::Fixture;
+
+async fn fixture() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new()),
+        keys: Arc::new(MemoryKeyStore::new()),
+        guard: Box::new(()),
+    }
+}
+
+iam_store_contract::store_contract_tests!(fixture);

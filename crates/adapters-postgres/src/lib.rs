@@ -1,0 +1,1 @@
+//! The IAM store ports on PostgreSQL (diesel-async + deadpool).

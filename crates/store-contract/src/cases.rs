@@ -1,0 +1,403 @@
+//! The contract's cases. Each starts from an empty store.
+
+use chrono::{Duration, TimeZone};
+use iam_domain::{
+    DisplayName, Email, KeyId, Membership, PasswordHash, RefreshToken, RoleName, Session,
+    SessionId, Tenant, TenantId, TenantName, Timestamp, User, UserId,
+};
+use iam_ports::{NewRefreshToken, Rotation, StoreError, StoredKey};
+
+use crate::Fixture;
+
+fn t0() -> Timestamp {
+    chrono::Utc
+        .timestamp_opt(1_800_000_000, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn user(n: u8) -> User {
+    User::new(
+        UserId::new_v7(t0(), [n; 10]),
+        Email::parse(&format!("user{n}@example.com")).expect("valid email"),
+        DisplayName::parse(&format!("User {n}")).expect("valid name"),
+        t0(),
+    )
+}
+
+fn tenant(n: u8, owner: &User) -> Tenant {
+    Tenant::new_top_level(
+        TenantId::new_v7(t0(), [n; 10]),
+        TenantName::parse(&format!("Tenant {n}")).expect("valid name"),
+        owner.id,
+        t0(),
+    )
+}
+
+fn hash() -> PasswordHash {
+    PasswordHash::from_phc("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into())
+}
+
+fn refresh(n: u8, at: Timestamp) -> (RefreshToken, NewRefreshToken) {
+    let token = RefreshToken::from_random([n; 32]);
+    let new = NewRefreshToken {
+        hash: token.hash(),
+        issued_at: at,
+        expires_at: at + Duration::days(7),
+    };
+    (token, new)
+}
+
+/// A user, a tenant and a membership, committed.
+async fn seed(f: &Fixture) -> (User, Tenant) {
+    let (u, t) = (user(1), tenant(1, &user(1)));
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&u, Some(&hash())).await.expect("user");
+    uow.insert_tenant(&t).await.expect("tenant");
+    uow.insert_membership(&Membership {
+        tenant: t.id,
+        user: u.id,
+        roles: vec![RoleName::owner()],
+        created_at: t0(),
+    })
+    .await
+    .expect("membership");
+    uow.commit().await.expect("commit");
+    (u, t)
+}
+
+/// A committed session whose first refresh token is `first`.
+async fn session(f: &Fixture, u: &User, t: &Tenant, first: &NewRefreshToken) -> Session {
+    let s = Session {
+        id: SessionId::new_v7(t0(), [9; 10]),
+        user: u.id,
+        tenant: t.id,
+        amr: vec!["pwd".into()],
+        auth_time: t0(),
+        created_at: t0(),
+        revoked_at: None,
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_session(&s, first).await.expect("session");
+    uow.commit().await.expect("commit");
+    s
+}
+
+async fn rotate(f: &Fixture, presented: &RefreshToken, next: &NewRefreshToken) -> Rotation {
+    let mut uow = f.store.begin().await.expect("begin");
+    let r = uow
+        .rotate_refresh(&presented.hash(), next)
+        .await
+        .expect("rotate");
+    uow.commit().await.expect("commit");
+    r
+}
+
+pub async fn users_round_trip(f: &Fixture) {
+    let u = user(1);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&u, Some(&hash())).await.expect("insert");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    let by_email = uow.user_by_email(&u.email).await.expect("by email");
+    let by_email = by_email.expect("found by email");
+    assert_eq!(by_email.user, u);
+    assert_eq!(
+        by_email.password_hash.as_ref().map(PasswordHash::as_str),
+        Some(hash().as_str())
+    );
+    assert_eq!(uow.user_by_id(u.id).await.expect("by id"), Some(u.clone()));
+    assert_eq!(uow.user_by_id(user(2).id).await.expect("by id"), None);
+    let other = Email::parse("nobody@example.com").expect("email");
+    assert!(uow.user_by_email(&other).await.expect("lookup").is_none());
+    uow.commit().await.expect("commit");
+}
+
+pub async fn duplicate_email_conflicts(f: &Fixture) {
+    let u = user(1);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&u, None).await.expect("insert");
+    uow.commit().await.expect("commit");
+
+    let mut twin = user(2);
+    twin.email = Email::parse("USER1@example.com").expect("email");
+    let mut uow = f.store.begin().await.expect("begin");
+    let r = uow.insert_user(&twin, None).await;
+    assert!(matches!(r, Err(StoreError::Conflict("email"))), "{r:?}");
+    drop(uow);
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(uow.user_by_id(twin.id).await.expect("lookup").is_none());
+    uow.commit().await.expect("commit");
+}
+
+pub async fn dropped_unit_rolls_back(f: &Fixture) {
+    let (u, t) = (user(1), tenant(1, &user(1)));
+    {
+        let mut uow = f.store.begin().await.expect("begin");
+        uow.insert_user(&u, None).await.expect("user");
+        uow.insert_tenant(&t).await.expect("tenant");
+        // Dropped without commit.
+    }
+    let mut uow = f.store.begin().await.expect("begin after drop");
+    assert!(uow.user_by_email(&u.email).await.expect("lookup").is_none());
+    assert!(uow.tenant(t.id).await.expect("lookup").is_none());
+    uow.commit().await.expect("commit");
+}
+
+pub async fn explicit_rollback_discards(f: &Fixture) {
+    let u = user(1);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&u, None).await.expect("user");
+    uow.rollback().await.expect("rollback");
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(uow.user_by_id(u.id).await.expect("lookup").is_none());
+    uow.commit().await.expect("commit");
+}
+
+pub async fn tenants_and_memberships(f: &Fixture) {
+    let (u, t1) = seed(f).await;
+    let t2 = Tenant {
+        created_at: t0() + Duration::seconds(5),
+        ..tenant(2, &u)
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_tenant(&t2).await.expect("tenant 2");
+    uow.insert_membership(&Membership {
+        tenant: t2.id,
+        user: u.id,
+        roles: vec![RoleName::parse("member").expect("role")],
+        created_at: t0() + Duration::seconds(5),
+    })
+    .await
+    .expect("membership 2");
+    let dup = uow
+        .insert_membership(&Membership {
+            tenant: t2.id,
+            user: u.id,
+            roles: vec![],
+            created_at: t0(),
+        })
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict("membership"))),
+        "{dup:?}"
+    );
+    drop(uow);
+
+    // The duplicate poisoned that unit; it rolled back whole, so tenant 2 is gone too.
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(uow.tenant(t2.id).await.expect("lookup").is_none());
+    uow.insert_tenant(&t2).await.expect("tenant 2");
+    uow.insert_membership(&Membership {
+        tenant: t2.id,
+        user: u.id,
+        roles: vec![RoleName::parse("member").expect("role")],
+        created_at: t0() + Duration::seconds(5),
+    })
+    .await
+    .expect("membership 2");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(uow.tenant(t1.id).await.expect("lookup"), Some(t1.clone()));
+    let all = uow.memberships_of(u.id).await.expect("memberships");
+    let tenants: Vec<_> = all.iter().map(|m| m.tenant).collect();
+    assert_eq!(tenants, vec![t1.id, t2.id], "oldest first");
+    assert_eq!(all[0].roles, vec![RoleName::owner()]);
+    let one = uow.membership(u.id, t2.id).await.expect("membership");
+    assert_eq!(
+        one.map(|m| m.roles),
+        Some(vec![RoleName::parse("member").expect("role")])
+    );
+    assert!(
+        uow.membership(user(3).id, t1.id)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    uow.commit().await.expect("commit");
+}
+
+pub async fn rotation_spends_the_presented_token(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    let s = session(f, &u, &t, &first_new).await;
+    let (second, second_new) = refresh(2, t0() + Duration::minutes(1));
+    assert_eq!(
+        rotate(f, &first, &second_new).await,
+        Rotation::Rotated(s.clone())
+    );
+    let (_, third_new) = refresh(3, t0() + Duration::minutes(2));
+    assert_eq!(rotate(f, &second, &third_new).await, Rotation::Rotated(s));
+}
+
+pub async fn reuse_revokes_the_family(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    let s = session(f, &u, &t, &first_new).await;
+    let (second, second_new) = refresh(2, t0() + Duration::minutes(1));
+    assert!(matches!(
+        rotate(f, &first, &second_new).await,
+        Rotation::Rotated(_)
+    ));
+
+    // The spent token comes back: the family dies, including the live second token.
+    let (_, attacker_new) = refresh(3, t0() + Duration::minutes(2));
+    assert_eq!(
+        rotate(f, &first, &attacker_new).await,
+        Rotation::Reused(s.id)
+    );
+    let (_, victim_new) = refresh(4, t0() + Duration::minutes(3));
+    assert_eq!(
+        rotate(f, &second, &victim_new).await,
+        Rotation::Reused(s.id)
+    );
+
+    let mut uow = f.store.begin().await.expect("begin");
+    let stored = uow.session(s.id).await.expect("session").expect("exists");
+    assert_eq!(stored.revoked_at, Some(t0() + Duration::minutes(2)));
+    uow.commit().await.expect("commit");
+}
+
+pub async fn expired_and_unknown_tokens(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    session(f, &u, &t, &first_new).await;
+    let (_, late) = refresh(2, t0() + Duration::days(7));
+    assert_eq!(rotate(f, &first, &late).await, Rotation::Expired);
+    let (never, _) = refresh(5, t0());
+    let (_, next) = refresh(6, t0());
+    assert_eq!(rotate(f, &never, &next).await, Rotation::Unknown);
+    // Expiry is not reuse: the session is not revoked by it.
+    let (_, in_time) = refresh(7, t0() + Duration::days(7) - Duration::seconds(1));
+    assert!(matches!(
+        rotate(f, &first, &in_time).await,
+        Rotation::Rotated(_)
+    ));
+}
+
+pub async fn rolled_back_rotation_leaves_token_live(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    session(f, &u, &t, &first_new).await;
+    let (_, second_new) = refresh(2, t0());
+    let mut uow = f.store.begin().await.expect("begin");
+    let r = uow
+        .rotate_refresh(&first.hash(), &second_new)
+        .await
+        .expect("rotate");
+    assert!(matches!(r, Rotation::Rotated(_)));
+    uow.rollback().await.expect("rollback");
+    let (_, third_new) = refresh(3, t0());
+    assert!(matches!(
+        rotate(f, &first, &third_new).await,
+        Rotation::Rotated(_)
+    ));
+}
+
+pub async fn concurrent_rotations_have_one_winner(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    let s = session(f, &u, &t, &first_new).await;
+    let mut tasks = Vec::new();
+    for n in 0..8u8 {
+        let store = f.store.clone();
+        let presented = first.hash();
+        let (_, next) = refresh(10 + n, t0() + Duration::seconds(1));
+        tasks.push(tokio::spawn(async move {
+            let mut uow = store.begin().await.expect("begin");
+            let r = uow.rotate_refresh(&presented, &next).await.expect("rotate");
+            uow.commit().await.expect("commit");
+            r
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
+    let winners = outcomes
+        .iter()
+        .filter(|r| matches!(r, Rotation::Rotated(_)))
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|r| matches!(r, Rotation::Rotated(_)) || *r == Rotation::Reused(s.id))
+    );
+}
+
+pub async fn revoking_a_session(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    let s = session(f, &u, &t, &first_new).await;
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(uow.revoke_session(s.id, t0()).await.expect("revoke"));
+    assert!(!uow.revoke_session(s.id, t0()).await.expect("revoke again"));
+    assert!(
+        !uow.revoke_session(SessionId::new_v7(t0(), [7; 10]), t0())
+            .await
+            .expect("unknown")
+    );
+    uow.commit().await.expect("commit");
+    let (_, next) = refresh(2, t0());
+    assert_eq!(rotate(f, &first, &next).await, Rotation::Reused(s.id));
+}
+
+pub async fn key_rotation_retires_and_purges(f: &Fixture) {
+    let key = |kid: &str, at: Timestamp| StoredKey {
+        kid: KeyId::parse(kid).expect("kid"),
+        sealed_private_key: vec![1, 2, 3],
+        created_at: at,
+        retired_at: None,
+    };
+    assert!(f.keys.keys().await.expect("keys").is_empty());
+    f.keys.activate(key("k1", t0())).await.expect("k1");
+    f.keys
+        .activate(key("k2", t0() + Duration::hours(1)))
+        .await
+        .expect("k2");
+    let dup = f.keys.activate(key("k2", t0())).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    let keys = f.keys.keys().await.expect("keys");
+    let summary: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            (
+                k.kid.as_str().to_owned(),
+                k.retired_at,
+                k.sealed_private_key.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "k1".to_owned(),
+                Some(t0() + Duration::hours(1)),
+                vec![1, 2, 3]
+            ),
+            ("k2".to_owned(), None, vec![1, 2, 3]),
+        ]
+    );
+    assert_eq!(f.keys.purge_retired_before(t0()).await.expect("purge"), 0);
+    assert_eq!(
+        f.keys
+            .purge_retired_before(t0() + Duration::hours(2))
+            .await
+            .expect("purge"),
+        1
+    );
+    let left: Vec<_> = f
+        .keys
+        .keys()
+        .await
+        .expect("keys")
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(left, vec![KeyId::parse("k2").expect("kid")]);
+}

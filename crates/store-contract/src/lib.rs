@@ -1,0 +1,49 @@
+//! The store contract: test cases that every adapter of the store ports must pass, so that the
+//! in-memory store and PostgreSQL behave alike. Each adapter's integration tests invoke
+//! [`store_contract_tests!`] with a fixture that yields a fresh, empty store.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use iam_ports::{KeyStore, Store};
+
+pub mod cases;
+
+/// A fresh, empty store and key store; `guard` keeps their backing resources (a test database)
+/// alive for the test's duration.
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<dyn KeyStore>,
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// Generates one `#[tokio::test]` per contract case, each on a fresh fixture from `$fixture`
+/// (an `async fn() -> Fixture`).
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($fixture:path) => {
+        $crate::store_contract_tests!(@cases $fixture;
+            users_round_trip,
+            duplicate_email_conflicts,
+            dropped_unit_rolls_back,
+            explicit_rollback_discards,
+            tenants_and_memberships,
+            rotation_spends_the_presented_token,
+            reuse_revokes_the_family,
+            expired_and_unknown_tokens,
+            rolled_back_rotation_leaves_token_live,
+            concurrent_rotations_have_one_winner,
+            revoking_a_session,
+            key_rotation_retires_and_purges,
+        );
+    };
+    (@cases $fixture:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $fixture().await;
+                $crate::cases::$case(&fixture).await;
+            }
+        )*
+    };
+}
