@@ -37,7 +37,8 @@ pub struct KeyService {
     rng: Arc<dyn Rng>,
     /// How long a retired key keeps verifying: the access-token lifetime plus leeway.
     retention: Duration,
-    last_reload: Mutex<Option<Timestamp>>,
+    /// When a token with an unknown kid last caused a reload.
+    last_unknown_kid_reload: Mutex<Option<Timestamp>>,
 }
 
 impl KeyService {
@@ -57,7 +58,7 @@ impl KeyService {
             clock,
             rng,
             retention,
-            last_reload: Mutex::new(None),
+            last_unknown_kid_reload: Mutex::new(None),
         }
     }
 
@@ -140,7 +141,6 @@ impl KeyService {
             });
         }
         self.signer.install(&ring, &active)?;
-        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         Ok(())
     }
 
@@ -149,7 +149,10 @@ impl KeyService {
     pub async fn reload_for_unknown_kid(&self) -> bool {
         let now = self.clock.now();
         {
-            let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self
+                .last_unknown_kid_reload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if last.is_some_and(|at| now - at < UNKNOWN_KID_RELOAD_INTERVAL) {
                 return false;
             }

@@ -1,0 +1,79 @@
+//! Extractors that turn every rejection into a problem document.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use iam_application::Principal;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::problem::ApiError;
+
+/// A JSON body whose rejections are problem documents: 400 malformed, 415 wrong content type,
+/// 413 too large, 422 not matching the schema (unknown fields included).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonSyntaxError(_) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    "The request body is not valid JSON",
+                ),
+                JsonRejection::JsonDataError(e) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    "The request body does not match the expected schema",
+                )
+                .detail(e.body_text()),
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "Send the request body as application/json",
+                ),
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "The request body is too large",
+                    )
+                }
+                _ => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    "The request body could not be read",
+                ),
+            }),
+        }
+    }
+}
+
+/// The caller behind a valid `Authorization: Bearer` access token.
+pub struct Authenticated(pub Principal);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthenticated(None))?;
+        Ok(Self(state.auth.authenticate(token).await?))
+    }
+}

@@ -1,0 +1,50 @@
+//! Route handlers, grouped by capability.
+
+mod auth;
+mod meta;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::problem::{ApiError, FieldError};
+
+/// Every documented route.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(meta::jwks))
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::readyz))
+}
+
+/// Collects field errors so that one answer lists every invalid field.
+#[derive(Default)]
+struct Fields(Vec<FieldError>);
+
+impl Fields {
+    fn check<T, E: std::fmt::Display>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {
+        match parsed {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(FieldError {
+                    field: field.to_owned(),
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.0))
+        }
+    }
+}

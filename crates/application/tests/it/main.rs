@@ -1,0 +1,5 @@
+//! Use-case tests on the in-memory store with the real hashing and signing adapters.
+
+mod auth;
+mod keys;
+mod support;

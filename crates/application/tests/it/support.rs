@@ -1,0 +1,120 @@
+//! A wired application on the in-memory store, with a frozen clock.
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone};
+use iam_adapters_crypto::{
+    AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, ManualClock, OsRandom,
+};
+use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
+use iam_application::{AuthService, KeyService, Ports, RegisterCommand};
+use iam_domain::{DisplayName, Email, Password, TokenPolicy};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Cheap parameters: these tests are about flows, not cost.
+const FAST: Argon2Config = Argon2Config {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
+pub struct Harness {
+    pub auth: AuthService,
+    pub keys: Arc<KeyService>,
+    pub store: MemoryStore,
+    pub key_store: Arc<MemoryKeyStore>,
+    pub clock: Arc<ManualClock>,
+    pub stats: Arc<HasherStats>,
+    pub hasher: Arc<Argon2Hasher>,
+}
+
+pub fn policy() -> TokenPolicy {
+    TokenPolicy {
+        issuer: "https://iam.test".into(),
+        audience: "platform".into(),
+        access_ttl: Duration::minutes(15),
+        refresh_ttl: Duration::days(7),
+        leeway: Duration::seconds(30),
+    }
+}
+
+pub fn start() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc
+        .with_ymd_and_hms(2026, 11, 30, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::sharing_keys(
+            Arc::new(MemoryKeyStore::new()),
+            Arc::new(ManualClock::new(start())),
+        )
+        .await
+    }
+
+    /// A second "instance" over the same key store and clock, as two servers on one database.
+    pub async fn sharing_keys(key_store: Arc<MemoryKeyStore>, clock: Arc<ManualClock>) -> Self {
+        let hasher = Arc::new(Argon2Hasher::new(FAST, 2, 8).expect("hasher"));
+        let stats = hasher.stats();
+        let signer = Arc::new(EcdsaSigner::new());
+        let keys = Arc::new(KeyService::new(
+            key_store.clone(),
+            Arc::new(AesGcmSealer::from_bytes(&[42; 32]).expect("sealer")),
+            signer.clone(),
+            clock.clone(),
+            Arc::new(OsRandom),
+            policy().access_ttl + policy().leeway,
+        ));
+        keys.load_or_create().await.expect("keys");
+        let store = MemoryStore::new();
+        let auth = AuthService::new(
+            Ports {
+                store: Arc::new(store.clone()),
+                hasher: hasher.clone(),
+                signer: signer.clone(),
+                clock: clock.clone(),
+                rng: Arc::new(OsRandom),
+            },
+            policy(),
+            keys.clone(),
+        );
+        Self {
+            auth,
+            keys,
+            store,
+            key_store,
+            clock,
+            stats,
+            hasher,
+        }
+    }
+
+    pub async fn register(&self, email: &str) {
+        self.auth
+            .register(RegisterCommand {
+                email: Email::parse(email).expect("email"),
+                password: Password::new(PASSWORD).expect("password"),
+                name: DisplayName::parse("Ada Lovelace").expect("name"),
+                tenant_name: None,
+            })
+            .await
+            .expect("register");
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<iam_application::TokenPair, iam_application::AuthError> {
+        self.auth
+            .login(
+                &Email::parse(email).expect("email"),
+                &Password::presented(password).expect("password"),
+                None,
+            )
+            .await
+    }
+}
