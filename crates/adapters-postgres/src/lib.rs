@@ -1,1 +1,153 @@
-//! The IAM store ports on PostgreSQL (diesel-async + deadpool).
+//! The IAM store ports on PostgreSQL: [`PostgresStore`] (units of work over users, tenants,
+//! memberships and sessions), [`PostgresKeyStore`] (signing keys), and [`migrate`], which applies
+//! the schema in `migrations/` (embedded at build time).
+//!
+//! Invariant: this is the only crate that knows diesel, diesel-async and deadpool. Nothing of
+//! theirs appears in its public API; rows and connections stay inside, and every failure leaves
+//! as an `iam_ports::StoreError` whose sources hold the server's primary message at most: never
+//! the SQL text, the bound values or the connection URL.
+//!
+//! Connections come from a deadpool pool of `diesel_async::AsyncPgConnection` (tokio-postgres,
+//! no libpq). A unit of work is one connection in one READ COMMITTED transaction; see `unit`.
+
+mod error;
+mod keys;
+mod pool;
+mod queries;
+mod rows;
+mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod unit;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::IntoSql;
+use diesel::sql_types::Integer;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use iam_ports::{Store, StoreError, UnitOfWork};
+
+use crate::error::{from_diesel, unavailable};
+pub use crate::keys::PostgresKeyStore;
+use crate::pool::Db;
+use crate::unit::PgUnit;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// Held while migrating, so that instances starting together apply each migration once.
+const MIGRATION_LOCK: i64 = 0x1a_4d16_0001;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database`; may hold a password, so never logged.
+    pub url: String,
+    /// Most connections the pool opens.
+    pub max_connections: usize,
+    /// Longest a checkout may wait for a free connection or a new one, all told.
+    pub acquire_timeout: Duration,
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("max_connections must be at least 1")]
+struct NoConnections;
+
+/// The store on PostgreSQL: opens units of work on pooled connections.
+#[derive(Clone)]
+pub struct PostgresStore {
+    db: Db,
+}
+
+impl PostgresStore {
+    /// Builds the pool and opens one connection, so that an unreachable database fails here
+    /// (`Unavailable`) rather than at the first request.
+    pub async fn connect(config: &PgConfig) -> Result<Self, StoreError> {
+        if config.max_connections == 0 {
+            return Err(StoreError::Unexpected(Box::new(NoConnections)));
+        }
+        let mut manager_config = ManagerConfig::default();
+        // The default (`Verified`) sends `SELECT 1` on every checkout; a dead connection shows
+        // itself at its first statement anyway, and a closed one is discarded as broken.
+        manager_config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            config.url.clone(),
+            manager_config,
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections)
+            .build()
+            .map_err(|e| StoreError::Unexpected(Box::new(e)))?;
+        let db = Db {
+            pool,
+            acquire_timeout: config.acquire_timeout,
+        };
+        drop(db.checkout().await?);
+        Ok(Self { db })
+    }
+
+    /// The signing-key store over the same pool.
+    pub fn key_store(&self) -> PostgresKeyStore {
+        PostgresKeyStore::new(self.db.clone())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>, StoreError> {
+        let conn = self.db.checkout().await?;
+        Ok(Box::new(PgUnit::begin(conn).await?))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.db.checkout().await?;
+        diesel::select(1.into_sql::<Integer>())
+            .get_result::<i32>(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(())
+    }
+}
+
+/// Applies the pending migrations to the database at `url` and returns their versions, oldest
+/// first; an up-to-date database gives an empty list.
+pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
+    let url = url.to_owned();
+    // Diesel's migration harness is synchronous; its wrapper blocks on the runtime, which only
+    // a blocking-pool thread may do.
+    tokio::task::spawn_blocking(move || migrate_blocking(&url))
+        .await
+        .map_err(|e| StoreError::Unexpected(Box::new(e)))?
+}
+
+fn migrate_blocking(url: &str) -> Result<Vec<String>, StoreError> {
+    use diesel::connection::{Connection, SimpleConnection};
+
+    let mut conn =
+        AsyncConnectionWrapper::<AsyncPgConnection>::establish(url).map_err(unavailable)?;
+    // Released when the connection closes at the end of this function.
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .map_err(from_diesel)?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(StoreError::Unexpected)?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}

@@ -1,0 +1,338 @@
+//! The statements behind the repositories, as free functions over one connection. Each is one
+//! round trip unless its doc says otherwise. Everything but the rotation is diesel's DSL, which
+//! caches its prepared statements per connection.
+
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use iam_domain::{
+    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
+    Timestamp, User, UserId,
+};
+use iam_ports::{NewRefreshToken, Rotation, StoreError, UserRecord};
+
+use crate::error::{from_diesel, invalid};
+use crate::rows::{MembershipRow, RefreshStateRow, RefreshStatus, SessionRow, TenantRow, UserRow};
+use crate::schema::{memberships, refresh_tokens, sessions, tenants, users};
+
+type Conn = AsyncPgConnection;
+
+pub(crate) async fn insert_user(
+    conn: &mut Conn,
+    user: &User,
+    password: Option<&PasswordHash>,
+) -> Result<(), StoreError> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(user.id.as_uuid()),
+            users::email.eq(user.email.as_str()),
+            users::display_name.eq(user.name.as_str()),
+            users::password_hash.eq(password.map(PasswordHash::as_str)),
+            users::status.eq(user.status.as_str()),
+            users::email_verified.eq(user.email_verified),
+            users::created_at.eq(user.created_at),
+            users::updated_at.eq(user.updated_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn user_by_email(
+    conn: &mut Conn,
+    email: &Email,
+) -> Result<Option<UserRecord>, StoreError> {
+    users::table
+        .filter(users::email.eq(email.as_str()))
+        .select(UserRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(UserRecord::try_from)
+        .transpose()
+}
+
+pub(crate) async fn user_by_id(conn: &mut Conn, id: UserId) -> Result<Option<User>, StoreError> {
+    users::table
+        .find(id.as_uuid())
+        .select(UserRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(User::try_from)
+        .transpose()
+}
+
+pub(crate) async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<(), StoreError> {
+    diesel::insert_into(tenants::table)
+        .values((
+            tenants::id.eq(tenant.id.as_uuid()),
+            tenants::name.eq(tenant.name.as_str()),
+            tenants::parent_id.eq(tenant.parent.map(|p| p.as_uuid())),
+            tenants::owner_id.eq(tenant.owner.as_uuid()),
+            tenants::status.eq(tenant.status.as_str()),
+            tenants::created_at.eq(tenant.created_at),
+            tenants::updated_at.eq(tenant.updated_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn tenant(conn: &mut Conn, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+    tenants::table
+        .find(id.as_uuid())
+        .select(TenantRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(Tenant::try_from)
+        .transpose()
+}
+
+pub(crate) async fn insert_membership(conn: &mut Conn, m: &Membership) -> Result<(), StoreError> {
+    let roles: Vec<&str> = m.roles.iter().map(|r| r.as_str()).collect();
+    diesel::insert_into(memberships::table)
+        .values((
+            memberships::tenant_id.eq(m.tenant.as_uuid()),
+            memberships::user_id.eq(m.user.as_uuid()),
+            memberships::roles.eq(roles),
+            memberships::created_at.eq(m.created_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn memberships_of(
+    conn: &mut Conn,
+    user: UserId,
+) -> Result<Vec<Membership>, StoreError> {
+    memberships::table
+        .filter(memberships::user_id.eq(user.as_uuid()))
+        .order((memberships::created_at, memberships::tenant_id))
+        .select(MembershipRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(Membership::try_from)
+        .collect()
+}
+
+pub(crate) async fn membership(
+    conn: &mut Conn,
+    user: UserId,
+    tenant: TenantId,
+) -> Result<Option<Membership>, StoreError> {
+    memberships::table
+        .find((tenant.as_uuid(), user.as_uuid()))
+        .select(MembershipRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(Membership::try_from)
+        .transpose()
+}
+
+/// Two round trips: the session, then its first token (the token's foreign key needs the
+/// session, and sign-in already pays for a password hash that dwarfs either).
+pub(crate) async fn insert_session(
+    conn: &mut Conn,
+    session: &Session,
+    first: &NewRefreshToken,
+) -> Result<(), StoreError> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(session.id.as_uuid()),
+            sessions::user_id.eq(session.user.as_uuid()),
+            sessions::tenant_id.eq(session.tenant.as_uuid()),
+            sessions::amr.eq(&session.amr),
+            sessions::auth_time.eq(session.auth_time),
+            sessions::created_at.eq(session.created_at),
+            sessions::revoked_at.eq(session.revoked_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::token_hash.eq(first.hash.as_bytes().as_slice()),
+            refresh_tokens::session_id.eq(session.id.as_uuid()),
+            refresh_tokens::status.eq(RefreshStatus::Live.as_str()),
+            refresh_tokens::issued_at.eq(first.issued_at),
+            refresh_tokens::expires_at.eq(first.expires_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+/// One round trip when the presented token is live: [`SpendAndReplace`]. Otherwise one more to
+/// find out why, and two more to revoke the family on reuse.
+pub(crate) async fn rotate_refresh(
+    conn: &mut Conn,
+    presented: &RefreshTokenHash,
+    next: &NewRefreshToken,
+) -> Result<Rotation, StoreError> {
+    let now = next.issued_at;
+    // A second pass is only needed if the presented token was committed by another transaction
+    // between the rotation statement's snapshot and the lookup's; see below.
+    for _ in 0..2 {
+        let spent = SpendAndReplace {
+            presented: *presented.as_bytes(),
+            next: *next.hash.as_bytes(),
+            now,
+            expires_at: next.expires_at,
+        }
+        .get_result::<SessionRow>(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?;
+        if let Some(row) = spent {
+            return Ok(Rotation::Rotated(row.into()));
+        }
+
+        // The lookup runs under a fresh snapshot (READ COMMITTED), so it sees the outcome of any
+        // rotation the statement above waited for: a concurrent winner's token is `rotated` now.
+        let Some(state) = refresh_tokens::table
+            .inner_join(sessions::table)
+            .filter(refresh_tokens::token_hash.eq(presented.as_bytes().as_slice()))
+            .select((
+                refresh_tokens::session_id,
+                refresh_tokens::status,
+                refresh_tokens::expires_at,
+                sessions::revoked_at,
+            ))
+            .get_result::<RefreshStateRow>(conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?
+        else {
+            return Ok(Rotation::Unknown);
+        };
+        let status = RefreshStatus::parse(&state.status)
+            .ok_or_else(|| invalid("refresh_tokens", "status"))?;
+        let session = SessionId::from_uuid(state.session_id);
+        // A live token of a revoked family is a straggler: a rotation that committed while the
+        // revocation's statement could not see its new token. The family is dead all the same.
+        if status != RefreshStatus::Live || state.session_revoked_at.is_some() {
+            revoke_session(conn, session, now).await?;
+            return Ok(Rotation::Reused(session));
+        }
+        if state.expires_at <= now {
+            return Ok(Rotation::Expired);
+        }
+        // Live and unexpired: it appeared after the rotation's snapshot. Try once more.
+    }
+    Ok(Rotation::Unknown)
+}
+
+pub(crate) async fn session(conn: &mut Conn, id: SessionId) -> Result<Option<Session>, StoreError> {
+    Ok(sessions::table
+        .find(id.as_uuid())
+        .select(SessionRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(Session::from))
+}
+
+/// Two round trips. Sets `revoked_at` if it is unset and revokes every live token of the
+/// family; `true` if either changed anything. Tokens are revoked even when the session already
+/// was: a rotation racing an earlier revocation can leave a live straggler behind.
+pub(crate) async fn revoke_session(
+    conn: &mut Conn,
+    id: SessionId,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    // Session first, then tokens: every revocation takes the locks in this order.
+    let session = diesel::update(
+        sessions::table
+            .find(id.as_uuid())
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::revoked_at.eq(at))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    let tokens = diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::session_id.eq(id.as_uuid()))
+            .filter(refresh_tokens::status.eq(RefreshStatus::Live.as_str())),
+    )
+    .set(refresh_tokens::status.eq(RefreshStatus::Revoked.as_str()))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    Ok(session + tokens > 0)
+}
+
+/// Spends a live, unexpired token of a family that is not revoked and inserts its successor in
+/// one statement, returning the family's session; no row otherwise.
+///
+/// Diesel's DSL cannot express data-modifying CTEs, and `sql_query` is never cached as a
+/// prepared statement (an extra Parse round trip each time). A hand-written fragment with a
+/// static query id is cached like the DSL, which keeps the happy path at one round trip.
+///
+/// Concurrent rotations of one token queue on its row lock; under READ COMMITTED each waiter
+/// re-checks `status = 'live'` after the winner commits and updates nothing.
+#[derive(QueryId)]
+struct SpendAndReplace {
+    presented: [u8; 32],
+    next: [u8; 32],
+    now: Timestamp,
+    expires_at: Timestamp,
+}
+
+impl Query for SpendAndReplace {
+    type SqlType = (
+        sql_types::Uuid,
+        sql_types::Uuid,
+        sql_types::Uuid,
+        sql_types::Array<sql_types::Text>,
+        sql_types::Timestamptz,
+        sql_types::Timestamptz,
+        sql_types::Nullable<sql_types::Timestamptz>,
+    );
+}
+
+impl QueryFragment<Pg> for SpendAndReplace {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH spent AS (UPDATE refresh_tokens SET status = 'rotated', used_at = ");
+        out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
+        out.push_sql(" WHERE token_hash = ");
+        out.push_bind_param::<sql_types::Bytea, [u8]>(self.presented.as_slice())?;
+        out.push_sql(" AND status = 'live' AND expires_at > ");
+        out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
+        out.push_sql(
+            " AND EXISTS (SELECT 1 FROM sessions WHERE sessions.id = refresh_tokens.session_id \
+             AND sessions.revoked_at IS NULL) \
+             RETURNING session_id), \
+             fresh AS (INSERT INTO refresh_tokens \
+             (token_hash, session_id, status, issued_at, expires_at) SELECT ",
+        );
+        out.push_bind_param::<sql_types::Bytea, [u8]>(self.next.as_slice())?;
+        out.push_sql(", session_id, 'live', ");
+        out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Timestamptz, _>(&self.expires_at)?;
+        out.push_sql(
+            " FROM spent RETURNING session_id) \
+             SELECT s.id, s.user_id, s.tenant_id, s.amr, s.auth_time, s.created_at, \
+             s.revoked_at FROM sessions s JOIN fresh ON s.id = fresh.session_id",
+        );
+        Ok(())
+    }
+}

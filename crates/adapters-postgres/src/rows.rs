@@ -1,0 +1,291 @@
+//! Rows as diesel reads them, and their conversion into domain values. A stored value that the
+//! domain rejects becomes `StoreError::Unexpected`, naming the column but not the value.
+
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use iam_domain::{
+    DisplayName, Email, KeyId, Membership, PasswordHash, RoleName, Session, SessionId, Tenant,
+    TenantId, TenantName, TenantStatus, Timestamp, User, UserId, UserStatus,
+};
+use iam_ports::{StoreError, StoredKey, UserRecord};
+use uuid::Uuid;
+
+use crate::error::invalid;
+use crate::schema::{memberships, sessions, signing_keys, tenants, users};
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(Pg))]
+pub(crate) struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+    pub status: String,
+    pub email_verified: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl TryFrom<UserRow> for UserRecord {
+    type Error = StoreError;
+
+    fn try_from(row: UserRow) -> Result<Self, StoreError> {
+        let user = User {
+            id: UserId::from_uuid(row.id),
+            email: Email::parse(&row.email).map_err(|_| invalid("users", "email"))?,
+            name: DisplayName::parse(&row.display_name)
+                .map_err(|_| invalid("users", "display_name"))?,
+            status: UserStatus::parse(&row.status).ok_or_else(|| invalid("users", "status"))?,
+            email_verified: row.email_verified,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        };
+        Ok(Self {
+            user,
+            password_hash: row.password_hash.map(PasswordHash::from_phc),
+        })
+    }
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    fn try_from(row: UserRow) -> Result<Self, StoreError> {
+        UserRecord::try_from(row).map(|record| record.user)
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = tenants, check_for_backend(Pg))]
+pub(crate) struct TenantRow {
+    pub id: Uuid,
+    pub name: String,
+    pub parent_id: Option<Uuid>,
+    pub owner_id: Uuid,
+    pub status: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl TryFrom<TenantRow> for Tenant {
+    type Error = StoreError;
+
+    fn try_from(row: TenantRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: TenantId::from_uuid(row.id),
+            name: TenantName::parse(&row.name).map_err(|_| invalid("tenants", "name"))?,
+            parent: row.parent_id.map(TenantId::from_uuid),
+            owner: UserId::from_uuid(row.owner_id),
+            status: TenantStatus::parse(&row.status).ok_or_else(|| invalid("tenants", "status"))?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = memberships, check_for_backend(Pg))]
+pub(crate) struct MembershipRow {
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub roles: Vec<String>,
+    pub created_at: Timestamp,
+}
+
+impl TryFrom<MembershipRow> for Membership {
+    type Error = StoreError;
+
+    fn try_from(row: MembershipRow) -> Result<Self, StoreError> {
+        let roles = row
+            .roles
+            .iter()
+            .map(|r| RoleName::parse(r).ok_or_else(|| invalid("memberships", "roles")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            tenant: TenantId::from_uuid(row.tenant_id),
+            user: UserId::from_uuid(row.user_id),
+            roles,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(Pg))]
+pub(crate) struct SessionRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub amr: Vec<String>,
+    pub auth_time: Timestamp,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(row: SessionRow) -> Self {
+        Self {
+            id: SessionId::from_uuid(row.id),
+            user: UserId::from_uuid(row.user_id),
+            tenant: TenantId::from_uuid(row.tenant_id),
+            amr: row.amr,
+            auth_time: row.auth_time,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+/// What rotation needs to know about a presented token that it could not spend: the token's
+/// state and whether its family was revoked (`refresh_tokens` joined with `sessions`).
+#[derive(Debug, Queryable)]
+pub(crate) struct RefreshStateRow {
+    pub session_id: Uuid,
+    pub status: String,
+    pub expires_at: Timestamp,
+    pub session_revoked_at: Option<Timestamp>,
+}
+
+/// A refresh token's place in its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefreshStatus {
+    /// The family's current token.
+    Live,
+    /// Spent by a rotation.
+    Rotated,
+    /// Ended with its family.
+    Revoked,
+}
+
+impl RefreshStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Rotated => "rotated",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "live" => Some(Self::Live),
+            "rotated" => Some(Self::Rotated),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = signing_keys, check_for_backend(Pg))]
+pub(crate) struct SigningKeyRow {
+    pub kid: String,
+    pub sealed_private_key: Vec<u8>,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
+impl TryFrom<SigningKeyRow> for StoredKey {
+    type Error = StoreError;
+
+    fn try_from(row: SigningKeyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            kid: KeyId::parse(&row.kid).ok_or_else(|| invalid("signing_keys", "kid"))?,
+            sealed_private_key: row.sealed_private_key,
+            created_at: row.created_at,
+            retired_at: row.retired_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_row() -> UserRow {
+        UserRow {
+            id: Uuid::nil(),
+            email: "ada@example.com".into(),
+            display_name: "Ada".into(),
+            password_hash: None,
+            status: "active".into(),
+            email_verified: true,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn bad_stored_values_are_unexpected_and_do_not_echo_the_value() {
+        let cases = [
+            (
+                "email",
+                UserRow {
+                    email: "not-an-email".into(),
+                    ..user_row()
+                },
+            ),
+            (
+                "display_name",
+                UserRow {
+                    display_name: " ".into(),
+                    ..user_row()
+                },
+            ),
+            (
+                "status",
+                UserRow {
+                    status: "frozen".into(),
+                    ..user_row()
+                },
+            ),
+        ];
+        for (column, row) in cases {
+            let err = UserRecord::try_from(row).expect_err(column);
+            let StoreError::Unexpected(source) = &err else {
+                panic!("{column}: {err:?}");
+            };
+            assert_eq!(
+                source.to_string(),
+                format!("stored users.{column} is not valid")
+            );
+        }
+        assert!(User::try_from(user_row()).is_ok());
+    }
+
+    #[test]
+    fn refresh_status_round_trips() {
+        for s in [
+            RefreshStatus::Live,
+            RefreshStatus::Rotated,
+            RefreshStatus::Revoked,
+        ] {
+            assert_eq!(RefreshStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(RefreshStatus::parse("spent"), None);
+    }
+
+    #[test]
+    fn bad_roles_and_kids_are_unexpected() {
+        let m = MembershipRow {
+            tenant_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            roles: vec!["owner".into(), "Not A Role".into()],
+            created_at: Timestamp::UNIX_EPOCH,
+        };
+        assert!(matches!(
+            Membership::try_from(m),
+            Err(StoreError::Unexpected(_))
+        ));
+        let k = SigningKeyRow {
+            kid: "bad kid".into(),
+            sealed_private_key: vec![],
+            created_at: Timestamp::UNIX_EPOCH,
+            retired_at: None,
+        };
+        assert!(matches!(
+            StoredKey::try_from(k),
+            Err(StoreError::Unexpected(_))
+        ));
+    }
+}

@@ -1,0 +1,218 @@
+//! The unit of work: one pooled connection inside one transaction.
+//!
+//! Postgres aborts a transaction at its first failed statement, so a unit is poisoned by any
+//! error: later calls fail without reaching the server and `commit` rolls back. A unit dropped
+//! without `commit` or `rollback` hands its connection to a spawned task that rolls back before
+//! the connection goes back to the pool; an idle connection must never hold a transaction open,
+//! since its locks would stall every other unit touching the same rows.
+
+use async_trait::async_trait;
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+use iam_domain::{
+    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
+    Timestamp, User, UserId,
+};
+use iam_ports::{
+    NewRefreshToken, Rotation, SessionRepo, StoreError, TenantRepo, UnitOfWork, UserRecord,
+    UserRepo,
+};
+
+use crate::error::{UnitError, from_diesel};
+use crate::pool::{Detaching, PooledConn};
+use crate::queries;
+
+/// A transaction on a connection checked out for it alone.
+pub(crate) struct PgUnit {
+    /// `None` once the unit has ended and given its connection back.
+    conn: Option<PooledConn>,
+    /// Set while a statement is in flight and kept if it fails, so that a statement whose
+    /// future was dropped midway also counts as failed.
+    poisoned: bool,
+}
+
+impl PgUnit {
+    /// Opens a transaction on `conn`.
+    pub(crate) async fn begin(conn: PooledConn) -> Result<Self, StoreError> {
+        let mut guard = Detaching::new(conn);
+        AnsiTransactionManager::begin_transaction(guard.conn())
+            .await
+            .map_err(from_diesel)?;
+        Ok(Self {
+            conn: Some(guard.release()),
+            poisoned: false,
+        })
+    }
+
+    /// The connection for the next statement, unless an earlier one failed.
+    pub(crate) fn enter(&mut self) -> Result<&mut AsyncPgConnection, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Unexpected(Box::new(UnitError::Poisoned)));
+        }
+        self.poisoned = true;
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| StoreError::Unexpected(Box::new(UnitError::Ended)))
+    }
+
+    /// Records how the statement begun with [`enter`](Self::enter) ended.
+    pub(crate) fn leave<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.poisoned = result.is_err();
+        result
+    }
+
+    /// Takes the connection out, so that `Drop` leaves it alone.
+    fn finish(&mut self) -> Result<Detaching, StoreError> {
+        self.conn
+            .take()
+            .map(Detaching::new)
+            .ok_or_else(|| StoreError::Unexpected(Box::new(UnitError::Ended)))
+    }
+}
+
+/// Rolls back on `guard`'s connection and returns it to the pool; on failure the guard closes it.
+async fn roll_back(mut guard: Detaching) -> Result<(), StoreError> {
+    AnsiTransactionManager::rollback_transaction(guard.conn())
+        .await
+        .map_err(from_diesel)?;
+    drop(guard.release());
+    Ok(())
+}
+
+impl Drop for PgUnit {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let guard = Detaching::new(conn);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = roll_back(guard).await {
+                        tracing::warn!(error = %e, "rollback of a dropped unit of work failed; connection closed");
+                    }
+                });
+            }
+            // No runtime to roll back on: closing the connection makes the server roll back.
+            Err(_) => drop(guard),
+        }
+    }
+}
+
+#[async_trait]
+impl UserRepo for PgUnit {
+    async fn insert_user(
+        &mut self,
+        user: &User,
+        password: Option<&PasswordHash>,
+    ) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_user(conn, user, password).await;
+        self.leave(result)
+    }
+
+    async fn user_by_email(&mut self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::user_by_email(conn, email).await;
+        self.leave(result)
+    }
+
+    async fn user_by_id(&mut self, id: UserId) -> Result<Option<User>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::user_by_id(conn, id).await;
+        self.leave(result)
+    }
+}
+
+#[async_trait]
+impl TenantRepo for PgUnit {
+    async fn insert_tenant(&mut self, tenant: &Tenant) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_tenant(conn, tenant).await;
+        self.leave(result)
+    }
+
+    async fn tenant(&mut self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::tenant(conn, id).await;
+        self.leave(result)
+    }
+
+    async fn insert_membership(&mut self, membership: &Membership) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_membership(conn, membership).await;
+        self.leave(result)
+    }
+
+    async fn memberships_of(&mut self, user: UserId) -> Result<Vec<Membership>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::memberships_of(conn, user).await;
+        self.leave(result)
+    }
+
+    async fn membership(
+        &mut self,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<Option<Membership>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::membership(conn, user, tenant).await;
+        self.leave(result)
+    }
+}
+
+#[async_trait]
+impl SessionRepo for PgUnit {
+    async fn insert_session(
+        &mut self,
+        session: &Session,
+        first: &NewRefreshToken,
+    ) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_session(conn, session, first).await;
+        self.leave(result)
+    }
+
+    async fn rotate_refresh(
+        &mut self,
+        presented: &RefreshTokenHash,
+        next: &NewRefreshToken,
+    ) -> Result<Rotation, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::rotate_refresh(conn, presented, next).await;
+        self.leave(result)
+    }
+
+    async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::session(conn, id).await;
+        self.leave(result)
+    }
+
+    async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::revoke_session(conn, id, at).await;
+        self.leave(result)
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for PgUnit {
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let poisoned = self.poisoned;
+        let mut guard = self.finish()?;
+        if poisoned {
+            // Postgres would answer COMMIT with a silent ROLLBACK; say so instead.
+            roll_back(guard).await?;
+            return Err(StoreError::Unexpected(Box::new(UnitError::RolledBack)));
+        }
+        AnsiTransactionManager::commit_transaction(guard.conn())
+            .await
+            .map_err(from_diesel)?;
+        drop(guard.release());
+        Ok(())
+    }
+
+    async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
+        roll_back(self.finish()?).await
+    }
+}
