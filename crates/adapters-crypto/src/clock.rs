@@ -12,7 +12,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        chrono::Utc::now()
+        use chrono::SubsecRound as _;
+        // PostgreSQL keeps microseconds; finer times would not survive a round trip.
+        chrono::Utc::now().trunc_subsecs(6)
     }
 }
 
@@ -21,9 +23,10 @@ impl Clock for SystemClock {
 pub struct ManualClock(Mutex<Timestamp>);
 
 impl ManualClock {
-    /// A clock frozen at `at`.
+    /// A clock frozen at `at` (truncated to microseconds, as stored).
     pub fn new(at: Timestamp) -> Self {
-        Self(Mutex::new(at))
+        use chrono::SubsecRound as _;
+        Self(Mutex::new(at.trunc_subsecs(6)))
     }
 
     /// Moves the clock forward (or back, with a negative duration).

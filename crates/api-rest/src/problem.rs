@@ -40,7 +40,7 @@ pub struct FieldError {
 /// An HTTP error answer: a problem plus any headers it needs.
 #[derive(Debug)]
 pub struct ApiError {
-    problem: Problem,
+    problem: Box<Problem>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -48,14 +48,14 @@ impl ApiError {
     /// A problem with the given status, code and title.
     pub fn new(status: StatusCode, code: &str, title: &str) -> Self {
         Self {
-            problem: Problem {
+            problem: Box::new(Problem {
                 kind: format!("urn:iam:problem:{code}"),
                 title: title.to_owned(),
                 status: status.as_u16(),
                 detail: None,
                 code: code.to_owned(),
                 errors: Vec::new(),
-            },
+            }),
             headers: Vec::new(),
         }
     }
@@ -120,7 +120,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, Json(self.problem)).into_response();
+        let mut response = (status, Json(*self.problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -3,6 +3,8 @@
 //! A use case opens a unit of work with [`Store::begin`], does all of its reads and writes through
 //! it, and ends it with [`UnitOfWork::commit`]; a unit of work dropped without commit rolls back.
 //! Never hold one across slow work (password hashing, HTTP calls): an adapter may serialise them.
+//! After any error from a unit, it can only be rolled back or dropped (a database transaction is
+//! aborted by a failed statement), so a use case that expects a `Conflict` ends the unit there.
 
 use async_trait::async_trait;
 use iam_domain::{

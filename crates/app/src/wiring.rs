@@ -1,0 +1,262 @@
+//! Start-up: adapters chosen by configuration, services wired over them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use iam_adapters_crypto::{
+    AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, OsRandom,
+};
+use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
+use iam_adapters_postgres::{PgConfig, PostgresStore};
+use iam_application::{AuthService, KeyService, Ports};
+use iam_domain::{KeyId, TokenPolicy};
+use iam_ports::{Clock, KeyStore, Rng, SecretSealer, Store, random};
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::Settings;
+
+/// The wired service.
+pub struct App {
+    /// The REST router, ready to serve.
+    pub router: axum::Router,
+    pub auth: Arc<AuthService>,
+    pub keys: Arc<KeyService>,
+    pub store: Arc<dyn Store>,
+    /// Argon2 run counters.
+    pub hasher_stats: Arc<HasherStats>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+/// The store, key store and sealer the configuration asks for.
+pub async fn stores(
+    settings: &Settings,
+    rng: &dyn Rng,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn KeyStore>, Arc<dyn SecretSealer>)> {
+    match &settings.database {
+        Some(db) => {
+            let master = settings
+                .master_key
+                .as_ref()
+                .context("master_key is required with a database")?;
+            let sealer = AesGcmSealer::from_base64(master.expose_secret())
+                .context("configuration key `master_key`")?;
+            if db.migrate_on_start {
+                let applied = iam_adapters_postgres::migrate(db.url.expose_secret())
+                    .await
+                    .context("applying migrations")?;
+                info!(applied = applied.len(), "migrations applied");
+            }
+            let store = PostgresStore::connect(&PgConfig {
+                url: db.url.expose_secret().to_owned(),
+                max_connections: db.max_connections,
+                acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+            })
+            .await
+            .context("connecting to the database (configuration key `database.url`)")?;
+            let keys = Arc::new(store.key_store());
+            Ok((Arc::new(store), keys, Arc::new(sealer)))
+        }
+        None => {
+            let sealer = match &settings.master_key {
+                Some(key) => AesGcmSealer::from_base64(key.expose_secret())
+                    .context("configuration key `master_key`")?,
+                // Nothing is persisted, so a per-process key loses nothing.
+                None => AesGcmSealer::from_bytes(&random::<32>(rng))
+                    .context("generating an ephemeral master key")?,
+            };
+            Ok((
+                Arc::new(MemoryStore::new()),
+                Arc::new(MemoryKeyStore::new()),
+                Arc::new(sealer),
+            ))
+        }
+    }
+}
+
+/// The token policy the configuration asks for.
+pub fn token_policy(settings: &Settings) -> TokenPolicy {
+    let t = &settings.tokens;
+    TokenPolicy {
+        issuer: settings.issuer().to_owned(),
+        audience: t.audience.clone(),
+        access_ttl: chrono::Duration::seconds(t.access_ttl_secs),
+        refresh_ttl: chrono::Duration::seconds(t.refresh_ttl_secs),
+        leeway: chrono::Duration::seconds(t.leeway_secs),
+    }
+}
+
+/// A key service over the configured key store.
+pub fn key_service(
+    settings: &Settings,
+    keys: Arc<dyn KeyStore>,
+    sealer: Arc<dyn SecretSealer>,
+    signer: Arc<EcdsaSigner>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Rng>,
+) -> KeyService {
+    let policy = token_policy(settings);
+    KeyService::new(
+        keys,
+        sealer,
+        signer,
+        clock,
+        rng,
+        policy.access_ttl + policy.leeway,
+    )
+}
+
+/// Builds the whole service from settings, with the given clock.
+pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+    let rng: Arc<dyn Rng> = Arc::new(OsRandom);
+    let (store, key_store, sealer) = stores(settings, &*rng).await?;
+    if settings.database.is_none() {
+        warn!(
+            "no database configured: running on the in-memory store; nothing persists across \
+             restarts (set IAM_DATABASE__URL to use PostgreSQL)"
+        );
+    }
+
+    let h = &settings.password_hashing;
+    if settings.weak_hashing() {
+        warn!(
+            memory_kib = h.memory_kib,
+            iterations = h.iterations,
+            parallelism = h.parallelism,
+            "password hashing parameters are below the production standard (m=65536, t=1, p=4)"
+        );
+    }
+    let workers = h
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let hasher = Argon2Hasher::new(
+        Argon2Config {
+            memory_kib: h.memory_kib,
+            iterations: h.iterations,
+            parallelism: h.parallelism,
+        },
+        workers,
+        h.queue,
+    )
+    .context("configuration key `password_hashing`")?;
+    let hasher_stats = hasher.stats();
+
+    let signer = Arc::new(EcdsaSigner::new());
+    let keys = Arc::new(key_service(
+        settings,
+        key_store,
+        sealer,
+        signer.clone(),
+        clock.clone(),
+        rng.clone(),
+    ));
+    match &settings.keys.pem_file {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| {
+                format!(
+                    "configuration key `keys.pem_file`: reading {}",
+                    path.display()
+                )
+            })?;
+            let kid = pem_kid(&pem)?;
+            keys.import(kid, pem)
+                .await
+                .context("configuration key `keys.pem_file`: not a usable P-256 private key")?;
+        }
+        None => keys
+            .load_or_create()
+            .await
+            .context("loading signing keys")?,
+    }
+
+    let policy = token_policy(settings);
+    let auth = Arc::new(AuthService::new(
+        Ports {
+            store: store.clone(),
+            hasher: Arc::new(hasher),
+            signer,
+            clock,
+            rng,
+        },
+        policy,
+        keys.clone(),
+    ));
+
+    let mut background = Vec::new();
+    if settings.database.is_some() {
+        // Another instance (or `iam keys rotate`) may change the ring; pick that up.
+        let keys = keys.clone();
+        let every = Duration::from_secs(settings.keys.reload_interval_secs);
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = keys.reload().await {
+                    warn!(error = %e, "periodic signing-key reload failed");
+                }
+            }
+        }));
+    }
+
+    let router = iam_api_rest::router(iam_api_rest::AppState {
+        auth: auth.clone(),
+        keys: keys.clone(),
+        store: store.clone(),
+    });
+    Ok(App {
+        router,
+        auth,
+        keys,
+        store,
+        hasher_stats,
+        background,
+    })
+}
+
+/// A stable kid for a key from a file: the same file gives the same kid on every start.
+fn pem_kid(pem: &[u8]) -> anyhow::Result<KeyId> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(pem);
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]);
+    match KeyId::parse(&encoded) {
+        Some(kid) => Ok(kid),
+        None => bail!("derived key id is not valid"),
+    }
+}
+
+/// `iam keys rotate`: makes a new active key in the database; running instances pick it up on
+/// their next reload or when they first see a token it signed.
+pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<KeyId> {
+    if settings.database.is_none() {
+        bail!(
+            "`iam keys rotate` needs a database: in-memory keys live only inside a running server \
+             (set IAM_DATABASE__URL)"
+        );
+    }
+    let rng: Arc<dyn Rng> = Arc::new(OsRandom);
+    let (_, key_store, sealer) = stores(settings, &*rng).await?;
+    let keys = key_service(
+        settings,
+        key_store,
+        sealer,
+        Arc::new(EcdsaSigner::new()),
+        Arc::new(iam_adapters_crypto::SystemClock),
+        rng,
+    );
+    keys.load_or_create()
+        .await
+        .context("loading signing keys")?;
+    Ok(keys.rotate().await?)
+}

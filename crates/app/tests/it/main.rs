@@ -1,0 +1,10 @@
+//! End-to-end tests: the binary's router on a random port, against a fresh database (or the
+//! in-memory store), driven over HTTP.
+
+mod enumeration;
+mod errors;
+mod flow;
+mod keys;
+mod load;
+mod openapi;
+mod support;

@@ -1,0 +1,185 @@
+//! Starting the service for a test.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use iam_adapters_crypto::ManualClock;
+use iam_adapters_postgres::testing::TestDatabase;
+use iam_app::settings::{DatabaseSettings, HashSettings};
+use iam_app::{App, Settings};
+use reqwest::{Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Postgres,
+}
+
+/// A running service.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub app: App,
+    pub db: Option<Arc<TestDatabase>>,
+    pub master_key: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Settings for tests: cheap Argon2 (configuration is the only way to get it), a fresh master key.
+pub fn test_settings(db: Option<&TestDatabase>, master_key: &str) -> Settings {
+    Settings {
+        password_hashing: HashSettings {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+            workers: Some(2),
+            queue: 64,
+        },
+        database: db.map(|db| DatabaseSettings {
+            url: SecretString::from(db.url.clone()),
+            max_connections: 8,
+            acquire_timeout_ms: 3000,
+            migrate_on_start: false,
+        }),
+        master_key: Some(SecretString::from(master_key.to_owned())),
+        ..Settings::default()
+    }
+}
+
+pub fn new_master_key() -> String {
+    base64::engine::general_purpose::STANDARD.encode(rand_bytes())
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for (i, chunk) in uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::new_v4().as_bytes())
+        .enumerate()
+    {
+        b[i] = *chunk;
+    }
+    b
+}
+
+pub async fn spawn(backend: Backend) -> TestApp {
+    let db = match backend {
+        Backend::Memory => None,
+        Backend::Postgres => Some(Arc::new(TestDatabase::new().await)),
+    };
+    let key = new_master_key();
+    let settings = test_settings(db.as_deref(), &key);
+    spawn_with(settings, db, key).await
+}
+
+/// Starts a service with the given settings (e.g. a second instance on the same database).
+pub async fn spawn_with(
+    settings: Settings,
+    db: Option<Arc<TestDatabase>>,
+    master_key: String,
+) -> TestApp {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let app = iam_app::build(&settings, clock.clone())
+        .await
+        .expect("service starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = app.router.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.expect("serve");
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        clock,
+        app,
+        db,
+        master_key,
+        server,
+    }
+}
+
+impl TestApp {
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_bearer(&self, path: &str, token: &str) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn register(&self, email: &str) {
+        let r = self
+            .post(
+                "/auth/register",
+                json!({ "email": email, "password": PASSWORD, "name": "Ada Lovelace" }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+
+    /// Signs in and returns the token response.
+    pub async fn login(&self, email: &str) -> Value {
+        let r = self
+            .post(
+                "/auth/login",
+                json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.expect("json")
+    }
+}
+
+/// Status and problem body of an error answer, checking its media type.
+pub async fn problem(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(ct, "application/problem+json", "status {status}");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:iam:problem:"))
+    );
+    (status, body)
+}
