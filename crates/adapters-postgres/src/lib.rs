@@ -138,6 +138,25 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
         .map_err(|e| StoreError::Unexpected(Box::new(e)))?
 }
 
+/// The versions of migrations not yet applied to the database at `url`.
+pub async fn pending_migrations(url: &str) -> Result<Vec<String>, StoreError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel::connection::Connection;
+        let mut conn =
+            AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).map_err(unavailable)?;
+        let pending = conn
+            .pending_migrations(MIGRATIONS)
+            .map_err(StoreError::Unexpected)?;
+        Ok(pending
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect())
+    })
+    .await
+    .map_err(|e| StoreError::Unexpected(Box::new(e)))?
+}
+
 fn migrate_blocking(url: &str) -> Result<Vec<String>, StoreError> {
     use diesel::connection::{Connection, SimpleConnection};
 

@@ -35,6 +35,15 @@ impl TestDatabase {
     /// Creates a fresh database with the current schema. Panics if the server cannot be used:
     /// a test without its database cannot run.
     pub async fn new() -> Self {
+        Self::create(true).await
+    }
+
+    /// Creates a fresh database with no schema at all, for tests of migration itself.
+    pub async fn empty() -> Self {
+        Self::create(false).await
+    }
+
+    async fn create(migrated: bool) -> Self {
         let server =
             std::env::var("IAM_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER.to_owned());
         let maintenance_url = database_url(&server, "postgres");
@@ -43,10 +52,17 @@ impl TestDatabase {
             .unwrap_or_else(|e| {
                 panic!("cannot reach the test server (set IAM_TEST_DATABASE_URL): {e}")
             });
-        let template = template_name();
-        ensure_template(&mut admin, &server, &template).await;
         let name = format!("iam_test_{}", Uuid::now_v7().simple());
-        clone_template(&mut admin, &template, &name).await;
+        if migrated {
+            let template = template_name();
+            ensure_template(&mut admin, &server, &template).await;
+            clone_template(&mut admin, &template, &name).await;
+        } else {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+                .await
+                .expect("create an empty database");
+        }
         Self {
             url: database_url(&server, &name),
             name,

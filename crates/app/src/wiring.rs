@@ -56,6 +56,18 @@ pub async fn stores(
                     .await
                     .context("applying migrations")?;
                 info!(applied = applied.len(), "migrations applied");
+            } else {
+                let pending = iam_adapters_postgres::pending_migrations(db.url.expose_secret())
+                    .await
+                    .context("connecting to the database (configuration key `database.url`)")?;
+                if !pending.is_empty() {
+                    bail!(
+                        "the database schema is not current ({} migration(s) pending, first {}): \
+                         run `iam migrate` or set database.migrate_on_start",
+                        pending.len(),
+                        pending[0]
+                    );
+                }
             }
             let store = PostgresStore::connect(&PgConfig {
                 url: db.url.expose_secret().to_owned(),

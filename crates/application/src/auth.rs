@@ -12,7 +12,6 @@ use iam_ports::{
     UnitOfWork, random,
 };
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use crate::{KeyService, Ports};
 
@@ -286,7 +285,7 @@ impl AuthService {
             session: session.id,
             amr: session.amr.clone(),
         };
-        let jti = Uuid::from_bytes(random(&*self.ports.rng));
+        let jti = uuid::Builder::from_random_bytes(random(&*self.ports.rng)).into_uuid();
         let claims = self.policy.access_claims(&grant, now, jti);
         let access_token = self.ports.signer.sign(&claims)?;
         Ok(TokenPair {

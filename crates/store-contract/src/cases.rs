@@ -1,52 +1,14 @@
 //! The contract's cases. Each starts from an empty store.
 
-use chrono::{Duration, TimeZone};
+use chrono::Duration;
 use iam_domain::{
-    DisplayName, Email, KeyId, Membership, PasswordHash, RefreshToken, RoleName, Session,
-    SessionId, Tenant, TenantId, TenantName, Timestamp, User, UserId,
+    Email, KeyId, Membership, PasswordHash, RefreshToken, RoleName, Session, SessionId, Tenant,
+    Timestamp, User,
 };
 use iam_ports::{NewRefreshToken, Rotation, StoreError, StoredKey};
 
 use crate::Fixture;
-
-fn t0() -> Timestamp {
-    chrono::Utc
-        .timestamp_opt(1_800_000_000, 0)
-        .single()
-        .expect("valid time")
-}
-
-fn user(n: u8) -> User {
-    User::new(
-        UserId::new_v7(t0(), [n; 10]),
-        Email::parse(&format!("user{n}@example.com")).expect("valid email"),
-        DisplayName::parse(&format!("User {n}")).expect("valid name"),
-        t0(),
-    )
-}
-
-fn tenant(n: u8, owner: &User) -> Tenant {
-    Tenant::new_top_level(
-        TenantId::new_v7(t0(), [n; 10]),
-        TenantName::parse(&format!("Tenant {n}")).expect("valid name"),
-        owner.id,
-        t0(),
-    )
-}
-
-fn hash() -> PasswordHash {
-    PasswordHash::from_phc("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into())
-}
-
-fn refresh(n: u8, at: Timestamp) -> (RefreshToken, NewRefreshToken) {
-    let token = RefreshToken::from_random([n; 32]);
-    let new = NewRefreshToken {
-        hash: token.hash(),
-        issued_at: at,
-        expires_at: at + Duration::days(7),
-    };
-    (token, new)
-}
+use crate::fixtures::{hash, refresh, t0, tenant, user};
 
 /// A user, a tenant and a membership, committed.
 async fn seed(f: &Fixture) -> (User, Tenant) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use iam_ports::{KeyStore, Store};
 
 pub mod cases;
+pub mod fixtures;
 
 /// A fresh, empty store and key store; `guard` keeps their backing resources (a test database)
 /// alive for the test's duration.

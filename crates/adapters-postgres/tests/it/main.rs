@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::TimeZone;
 use iam_adapters_postgres::testing::TestDatabase;
 use iam_adapters_postgres::{PgConfig, PostgresStore, migrate};
-use iam_domain::{DisplayName, Email, RefreshToken, Session, SessionId, Timestamp, User, UserId};
+use iam_domain::{RefreshToken, Session, SessionId};
 use iam_ports::{NewRefreshToken, Rotation, Store, StoreError};
 use iam_store_contract::Fixture;
+use iam_store_contract::fixtures::{t0, user};
 
 fn config(url: &str, max_connections: usize) -> PgConfig {
     PgConfig {
@@ -32,22 +32,6 @@ async fn fixture() -> Fixture {
 }
 
 iam_store_contract::store_contract_tests!(fixture);
-
-fn t0() -> Timestamp {
-    chrono::Utc
-        .timestamp_opt(1_800_000_000, 0)
-        .single()
-        .expect("valid time")
-}
-
-fn user(n: u8) -> User {
-    User::new(
-        UserId::new_v7(t0(), [n; 10]),
-        Email::parse(&format!("pg{n}@example.com")).expect("email"),
-        DisplayName::parse("Pg").expect("name"),
-        t0(),
-    )
-}
 
 /// Runs one statement on a connection of its own, outside the store.
 async fn raw_rows(url: &str, sql: &str) -> Vec<Vec<u8>> {

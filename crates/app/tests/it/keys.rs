@@ -139,3 +139,28 @@ async fn the_in_memory_store_can_sign_with_a_key_from_a_pem_file() {
     assert!(format!("{err:#}").contains("keys.pem_file"));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[tokio::test]
+async fn start_up_refuses_an_unmigrated_database_until_migrated() {
+    use iam_adapters_postgres::testing::TestDatabase;
+    let db = TestDatabase::empty().await;
+    let settings = test_settings(Some(&db), &new_master_key());
+    let err = iam_app::build(&settings, Arc::new(iam_adapters_crypto::SystemClock))
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("run `iam migrate`"), "{err:#}");
+    let applied = iam_adapters_postgres::migrate(&db.url)
+        .await
+        .expect("migrate");
+    assert!(!applied.is_empty());
+    assert!(
+        iam_adapters_postgres::pending_migrations(&db.url)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    iam_app::build(&settings, Arc::new(iam_adapters_crypto::SystemClock))
+        .await
+        .expect("starts once migrated");
+}

@@ -4,7 +4,7 @@ use iam_domain::{
     DisplayName, Email, Membership, Password, RefreshToken, RoleName, Session, SessionId, Tenant,
     TenantId, TenantName, TenantStatus, User, UserId, UserStatus,
 };
-use iam_ports::{NewRefreshToken, PasswordHasher as _, Store as _};
+use iam_ports::{NewRefreshToken, PasswordHasher as _, Store as _, UnitOfWork};
 
 use crate::support::{Harness, PASSWORD, start};
 
@@ -115,13 +115,10 @@ async fn disabled_user(h: &Harness, email: &str) {
     uow.commit().await.expect("commit");
 }
 
-#[tokio::test]
-async fn tenant_choice_membership_and_blocking() {
-    let h = Harness::new().await;
-    h.register("ada@example.com").await;
-    let mut uow = h.store.begin().await.expect("begin");
-    let ada = uow
-        .user_by_email(&Email::parse("ada@example.com").expect("email"))
+/// Makes the user a member of a new, blocked tenant (joined after their first tenant).
+async fn join_blocked_tenant(uow: &mut dyn UnitOfWork, email: &str) -> (User, Tenant) {
+    let user = uow
+        .user_by_email(&Email::parse(email).expect("email"))
         .await
         .expect("lookup")
         .expect("user")
@@ -131,19 +128,28 @@ async fn tenant_choice_membership_and_blocking() {
         ..Tenant::new_top_level(
             TenantId::new_v7(start(), [5; 10]),
             TenantName::parse("Blocked Ltd").expect("name"),
-            ada.id,
+            user.id,
             start(),
         )
     };
     uow.insert_tenant(&blocked).await.expect("tenant");
     uow.insert_membership(&Membership {
         tenant: blocked.id,
-        user: ada.id,
+        user: user.id,
         roles: vec![RoleName::parse("member").expect("role")],
         created_at: start() + Duration::seconds(1),
     })
     .await
     .expect("membership");
+    (user, blocked)
+}
+
+#[tokio::test]
+async fn tenant_choice_membership_and_blocking() {
+    let h = Harness::new().await;
+    h.register("ada@example.com").await;
+    let mut uow = h.store.begin().await.expect("begin");
+    let (_, blocked) = join_blocked_tenant(&mut *uow, "ada@example.com").await;
     uow.commit().await.expect("commit");
 
     let email = Email::parse("ada@example.com").expect("email");
@@ -281,30 +287,7 @@ async fn refresh_ends_a_session_whose_tenant_is_blocked() {
     let h = Harness::new().await;
     h.register("ada@example.com").await;
     let mut uow = h.store.begin().await.expect("begin");
-    let ada = uow
-        .user_by_email(&Email::parse("ada@example.com").expect("email"))
-        .await
-        .expect("lookup")
-        .expect("user")
-        .user;
-    let blocked = Tenant {
-        status: TenantStatus::Blocked,
-        ..Tenant::new_top_level(
-            TenantId::new_v7(start(), [7; 10]),
-            TenantName::parse("Blocked Ltd").expect("name"),
-            ada.id,
-            start(),
-        )
-    };
-    uow.insert_tenant(&blocked).await.expect("tenant");
-    uow.insert_membership(&Membership {
-        tenant: blocked.id,
-        user: ada.id,
-        roles: vec![RoleName::owner()],
-        created_at: start(),
-    })
-    .await
-    .expect("membership");
+    let (ada, blocked) = join_blocked_tenant(&mut *uow, "ada@example.com").await;
     // A session that was opened before the tenant was blocked.
     let token = RefreshToken::from_random([3; 32]);
     let session = Session {

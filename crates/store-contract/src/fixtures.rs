@@ -1,0 +1,52 @@
+//! Values the contract's cases are built from, for adapters' own tests too.
+
+use chrono::{Duration, TimeZone};
+use iam_domain::{
+    DisplayName, Email, PasswordHash, RefreshToken, Tenant, TenantId, TenantName, Timestamp, User,
+    UserId,
+};
+use iam_ports::NewRefreshToken;
+
+/// A fixed instant all fixtures are made at.
+pub fn t0() -> Timestamp {
+    chrono::Utc
+        .timestamp_opt(1_800_000_000, 0)
+        .single()
+        .expect("valid time")
+}
+
+/// User number `n`, active, `user{n}@example.com`.
+pub fn user(n: u8) -> User {
+    User::new(
+        UserId::new_v7(t0(), [n; 10]),
+        Email::parse(&format!("user{n}@example.com")).expect("valid email"),
+        DisplayName::parse(&format!("User {n}")).expect("valid name"),
+        t0(),
+    )
+}
+
+/// Tenant number `n`, top-level, owned by `owner`.
+pub fn tenant(n: u8, owner: &User) -> Tenant {
+    Tenant::new_top_level(
+        TenantId::new_v7(t0(), [n; 10]),
+        TenantName::parse(&format!("Tenant {n}")).expect("valid name"),
+        owner.id,
+        t0(),
+    )
+}
+
+/// A syntactically valid PHC string (no known password).
+pub fn hash() -> PasswordHash {
+    PasswordHash::from_phc("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into())
+}
+
+/// Refresh token number `n`, to be stored as issued at `at`.
+pub fn refresh(n: u8, at: Timestamp) -> (RefreshToken, NewRefreshToken) {
+    let token = RefreshToken::from_random([n; 32]);
+    let new = NewRefreshToken {
+        hash: token.hash(),
+        issued_at: at,
+        expires_at: at + Duration::days(7),
+    };
+    (token, new)
+}
