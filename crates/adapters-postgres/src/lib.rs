@@ -1,6 +1,7 @@
 //! The IAM store ports on PostgreSQL: [`PostgresStore`] (units of work over users, tenants,
-//! memberships and sessions), [`PostgresKeyStore`] (signing keys), and [`migrate`], which applies
-//! the schema in `migrations/` (embedded at build time).
+//! memberships and sessions, and the revocation feed: `RevocationFeed` is implemented on the
+//! store itself), [`PostgresKeyStore`] (signing keys), and [`migrate`], which applies the schema
+//! in `migrations/` (embedded at build time).
 //!
 //! Invariant: this is the only crate that knows diesel, diesel-async and deadpool. Nothing of
 //! theirs appears in its public API; rows and connections stay inside, and every failure leaves
@@ -9,9 +10,12 @@
 //!
 //! Connections come from a deadpool pool of `diesel_async::AsyncPgConnection` (tokio-postgres,
 //! no libpq). A unit of work is one connection in one READ COMMITTED transaction; see `unit`.
+//! The feed's subscribers each hold one more connection, outside the pool; see `feed`.
 
 mod error;
+mod feed;
 mod keys;
+mod payload;
 mod pool;
 mod queries;
 mod rows;
@@ -21,6 +25,7 @@ pub mod testing;
 mod unit;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +41,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use iam_ports::{Store, StoreError, UnitOfWork};
 
 use crate::error::{from_diesel, unavailable};
+pub use crate::feed::LISTENER_APPLICATION_NAME;
+use crate::feed::ListenTarget;
 pub use crate::keys::PostgresKeyStore;
 use crate::pool::Db;
 use crate::unit::PgUnit;
@@ -52,7 +59,8 @@ pub struct PgConfig {
     pub url: String,
     /// Most connections the pool opens.
     pub max_connections: usize,
-    /// Longest a checkout may wait for a free connection or a new one, all told.
+    /// Longest a checkout may wait for a free connection or a new one, all told; also how long
+    /// the revocation feed's listener may take to connect or to answer a health check.
     pub acquire_timeout: Duration,
 }
 
@@ -71,10 +79,12 @@ impl fmt::Debug for PgConfig {
 #[error("max_connections must be at least 1")]
 struct NoConnections;
 
-/// The store on PostgreSQL: opens units of work on pooled connections.
+/// The store on PostgreSQL: opens units of work on pooled connections, and is the revocation
+/// feed of every instance on the same database.
 #[derive(Clone)]
 pub struct PostgresStore {
     db: Db,
+    listen: Arc<ListenTarget>,
 }
 
 impl PostgresStore {
@@ -101,7 +111,11 @@ impl PostgresStore {
             acquire_timeout: config.acquire_timeout,
         };
         drop(db.checkout().await?);
-        Ok(Self { db })
+        let listen = Arc::new(ListenTarget {
+            url: config.url.clone(),
+            timeout: config.acquire_timeout,
+        });
+        Ok(Self { db, listen })
     }
 
     /// The signing-key store over the same pool.

@@ -1,6 +1,7 @@
 //! The statements behind the repositories, as free functions over one connection. Each is one
-//! round trip unless its doc says otherwise. Everything but the rotation is diesel's DSL, which
-//! caches its prepared statements per connection.
+//! round trip unless its doc says otherwise. Everything is diesel's DSL, which caches its
+//! prepared statements per connection, except what the DSL cannot express (the rotation and the
+//! recursive queries), which are hand-written fragments with static query ids, cached alike.
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -9,9 +10,12 @@ use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use iam_domain::{
     Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    Timestamp, User, UserId,
+    TenantStatus, Timestamp, User, UserId, UserStatus,
 };
-use iam_ports::{NewRefreshToken, Rotation, StoreError, UserRecord};
+use iam_ports::{
+    NewRefreshToken, RevocationSnapshot, Rotation, StoreError, UserFilter, UserRecord,
+};
+use uuid::Uuid;
 
 use crate::error::{from_diesel, invalid};
 use crate::rows::{MembershipRow, RefreshStateRow, RefreshStatus, SessionRow, TenantRow, UserRow};
@@ -66,6 +70,85 @@ pub(crate) async fn user_by_id(conn: &mut Conn, id: UserId) -> Result<Option<Use
         .map_err(from_diesel)?
         .map(User::try_from)
         .transpose()
+}
+
+/// Two round trips: the current status, locked, then the update. Reading the old status under
+/// the row lock is what makes "did the status change" right when two updates race; a subquery in
+/// the update itself would read its statement's snapshot, which may predate the row it updates.
+/// `None` if no such user, else whether the status changed.
+pub(crate) async fn update_user(conn: &mut Conn, user: &User) -> Result<Option<bool>, StoreError> {
+    let Some(old) = users::table
+        .find(user.id.as_uuid())
+        .select(users::status)
+        .for_update()
+        .get_result::<String>(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+    else {
+        return Ok(None);
+    };
+    // Email and created_at are not the caller's to change here.
+    diesel::update(users::table.find(user.id.as_uuid()))
+        .set((
+            users::display_name.eq(user.name.as_str()),
+            users::status.eq(user.status.as_str()),
+            users::email_verified.eq(user.email_verified),
+            users::updated_at.eq(user.updated_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(Some(old != user.status.as_str()))
+}
+
+/// Walks the membership primary key (tenant, user) in user order, joining each member's row.
+/// The query is boxed because the filters are optional; diesel caches a boxed query's prepared
+/// statement by its SQL text, so each of the few shapes is prepared once per connection.
+pub(crate) async fn list_members(
+    conn: &mut Conn,
+    tenant: TenantId,
+    filter: &UserFilter,
+    after: Option<UserId>,
+    limit: usize,
+) -> Result<Vec<User>, StoreError> {
+    let mut query = memberships::table
+        .inner_join(users::table.on(users::id.eq(memberships::user_id)))
+        .filter(memberships::tenant_id.eq(tenant.as_uuid()))
+        .select(UserRow::as_select())
+        .order(memberships::user_id)
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(memberships::user_id.gt(after.as_uuid()));
+    }
+    if let Some(prefix) = &filter.email_prefix {
+        query = query.filter(users::email.like(like_prefix(prefix)));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(users::status.eq(status.as_str()));
+    }
+    query
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+}
+
+/// A LIKE pattern matching strings that start with `prefix` literally: the pattern characters
+/// `%` and `_`, and the escape character `\` itself (LIKE's default escape), are escaped.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 pub(crate) async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<(), StoreError> {
@@ -144,6 +227,46 @@ pub(crate) async fn membership(
         .transpose()
 }
 
+/// Two round trips, for the reason given at [`update_user`]. `None` if no such tenant, else
+/// whether its status changed.
+pub(crate) async fn set_tenant_status(
+    conn: &mut Conn,
+    id: TenantId,
+    status: TenantStatus,
+    at: Timestamp,
+) -> Result<Option<bool>, StoreError> {
+    let Some(old) = tenants::table
+        .find(id.as_uuid())
+        .select(tenants::status)
+        .for_update()
+        .get_result::<String>(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+    else {
+        return Ok(None);
+    };
+    diesel::update(tenants::table.find(id.as_uuid()))
+        .set((
+            tenants::status.eq(status.as_str()),
+            tenants::updated_at.eq(at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(Some(old != status.as_str()))
+}
+
+pub(crate) async fn ancestors(conn: &mut Conn, id: TenantId) -> Result<Vec<TenantId>, StoreError> {
+    Ok(Ancestors { id: id.as_uuid() }
+        .load::<Uuid>(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(TenantId::from_uuid)
+        .collect())
+}
+
 /// Two round trips: the session, then its first token (the token's foreign key needs the
 /// session, and sign-in already pays for a password hash that dwarfs either).
 pub(crate) async fn insert_session(
@@ -179,12 +302,13 @@ pub(crate) async fn insert_session(
 }
 
 /// One round trip when the presented token is live: [`SpendAndReplace`]. Otherwise one more to
-/// find out why, and two more to revoke the family on reuse.
+/// find out why, and two more to revoke the family on reuse. The flag says whether this call
+/// revoked the session (a reuse of an already revoked family does not).
 pub(crate) async fn rotate_refresh(
     conn: &mut Conn,
     presented: &RefreshTokenHash,
     next: &NewRefreshToken,
-) -> Result<Rotation, StoreError> {
+) -> Result<(Rotation, bool), StoreError> {
     let now = next.issued_at;
     // A second pass is only needed if the presented token was committed by another transaction
     // between the rotation statement's snapshot and the lookup's; see below.
@@ -200,7 +324,7 @@ pub(crate) async fn rotate_refresh(
         .optional()
         .map_err(from_diesel)?;
         if let Some(row) = spent {
-            return Ok(Rotation::Rotated(row.into()));
+            return Ok((Rotation::Rotated(row.into()), false));
         }
 
         // The lookup runs under a fresh snapshot (READ COMMITTED), so it sees the outcome of any
@@ -219,7 +343,7 @@ pub(crate) async fn rotate_refresh(
             .optional()
             .map_err(from_diesel)?
         else {
-            return Ok(Rotation::Unknown);
+            return Ok((Rotation::Unknown, false));
         };
         let status = RefreshStatus::parse(&state.status)
             .ok_or_else(|| invalid("refresh_tokens", "status"))?;
@@ -227,15 +351,15 @@ pub(crate) async fn rotate_refresh(
         // A live token of a revoked family is a straggler: a rotation that committed while the
         // revocation's statement could not see its new token. The family is dead all the same.
         if status != RefreshStatus::Live || state.session_revoked_at.is_some() {
-            revoke_session(conn, session, now).await?;
-            return Ok(Rotation::Reused(session));
+            let revoked = revoke_session(conn, session, now).await?;
+            return Ok((Rotation::Reused(session), revoked.session));
         }
         if state.expires_at <= now {
-            return Ok(Rotation::Expired);
+            return Ok((Rotation::Expired, false));
         }
         // Live and unexpired: it appeared after the rotation's snapshot. Try once more.
     }
-    Ok(Rotation::Unknown)
+    Ok((Rotation::Unknown, false))
 }
 
 pub(crate) async fn session(conn: &mut Conn, id: SessionId) -> Result<Option<Session>, StoreError> {
@@ -249,14 +373,23 @@ pub(crate) async fn session(conn: &mut Conn, id: SessionId) -> Result<Option<Ses
         .map(Session::from))
 }
 
+/// What a revocation changed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Revoked {
+    /// The session was unrevoked and is revoked now: news for the revocation feed.
+    pub session: bool,
+    /// Anything changed, the session or a straggling live token.
+    pub anything: bool,
+}
+
 /// Two round trips. Sets `revoked_at` if it is unset and revokes every live token of the
-/// family; `true` if either changed anything. Tokens are revoked even when the session already
-/// was: a rotation racing an earlier revocation can leave a live straggler behind.
+/// family. Tokens are revoked even when the session already was: a rotation racing an earlier
+/// revocation can leave a live straggler behind.
 pub(crate) async fn revoke_session(
     conn: &mut Conn,
     id: SessionId,
     at: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<Revoked, StoreError> {
     // Session first, then tokens: every revocation takes the locks in this order.
     let session = diesel::update(
         sessions::table
@@ -276,7 +409,86 @@ pub(crate) async fn revoke_session(
     .execute(conn)
     .await
     .map_err(from_diesel)?;
-    Ok(session + tokens > 0)
+    Ok(Revoked {
+        session: session > 0,
+        anything: session + tokens > 0,
+    })
+}
+
+/// Two round trips, sessions first like [`revoke_session`]. Returns the sessions this call
+/// revoked. The tokens of every session of the user are swept, not only of those: once all of
+/// them are revoked, any live token left is a straggler.
+pub(crate) async fn revoke_user_sessions(
+    conn: &mut Conn,
+    user: UserId,
+    at: Timestamp,
+) -> Result<Vec<SessionId>, StoreError> {
+    let revoked = diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user.as_uuid()))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::revoked_at.eq(at))
+    .returning(sessions::id)
+    .get_results::<Uuid>(conn)
+    .await
+    .map_err(from_diesel)?;
+    diesel::update(
+        refresh_tokens::table
+            .filter(
+                refresh_tokens::session_id.eq_any(
+                    sessions::table
+                        .filter(sessions::user_id.eq(user.as_uuid()))
+                        .select(sessions::id),
+                ),
+            )
+            .filter(refresh_tokens::status.eq(RefreshStatus::Live.as_str())),
+    )
+    .set(refresh_tokens::status.eq(RefreshStatus::Revoked.as_str()))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    Ok(revoked.into_iter().map(SessionId::from_uuid).collect())
+}
+
+/// Three statements, meant for one REPEATABLE READ transaction so that they agree.
+pub(crate) async fn revocation_snapshot(
+    conn: &mut Conn,
+    sessions_since: Timestamp,
+) -> Result<RevocationSnapshot, StoreError> {
+    let revoked_sessions = sessions::table
+        .filter(sessions::revoked_at.ge(sessions_since))
+        .select(sessions::id)
+        .load::<Uuid>(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(SessionId::from_uuid)
+        .collect();
+    let inactive_users = users::table
+        .filter(users::status.ne(UserStatus::Active.as_str()))
+        .select((users::id, users::status))
+        .load::<(Uuid, String)>(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(|(id, status)| {
+            let status = UserStatus::parse(&status).ok_or_else(|| invalid("users", "status"))?;
+            Ok((UserId::from_uuid(id), status))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let blocked_tenants = BlockedTenants
+        .load::<Uuid>(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(TenantId::from_uuid)
+        .collect();
+    Ok(RevocationSnapshot {
+        revoked_sessions,
+        inactive_users,
+        blocked_tenants,
+    })
 }
 
 /// Spends a live, unexpired token of a family that is not revoked and inserts its successor in
@@ -334,5 +546,73 @@ impl QueryFragment<Pg> for SpendAndReplace {
              s.revoked_at FROM sessions s JOIN fresh ON s.id = fresh.session_id",
         );
         Ok(())
+    }
+}
+
+/// A tenant's ancestors, nearest first, by walking `parent_id` upwards in one recursive query.
+///
+/// `path` holds every tenant seen so far, starting with the tenant itself; a parent already on it
+/// ends the walk. The schema allows no cycle (a parent must exist before its child, and
+/// `parent_id` is never updated), but a hand edit could make one, and the walk must not then
+/// run forever. The result matches the in-memory store's walk exactly.
+#[derive(QueryId)]
+struct Ancestors {
+    id: Uuid,
+}
+
+impl Query for Ancestors {
+    type SqlType = sql_types::Uuid;
+}
+
+impl QueryFragment<Pg> for Ancestors {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH RECURSIVE up (id, depth, path) AS (\
+             SELECT parent_id, 1, ARRAY[id, parent_id] FROM tenants \
+             WHERE parent_id IS NOT NULL AND id = ",
+        );
+        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
+        out.push_sql(
+            " UNION ALL \
+             SELECT t.parent_id, up.depth + 1, up.path || t.parent_id \
+             FROM up JOIN tenants t ON t.id = up.id \
+             WHERE t.parent_id IS NOT NULL AND t.parent_id <> ALL (up.path)) \
+             SELECT id FROM up ORDER BY depth",
+        );
+        Ok(())
+    }
+}
+
+/// Every tenant whose effective status is blocked: the blocked ones and everything below them.
+/// `UNION` (not `UNION ALL`) drops rows already found, so a cycle would end the descent too.
+#[derive(QueryId)]
+struct BlockedTenants;
+
+impl Query for BlockedTenants {
+    type SqlType = sql_types::Uuid;
+}
+
+impl QueryFragment<Pg> for BlockedTenants {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH RECURSIVE blocked (id) AS (\
+             SELECT id FROM tenants WHERE status = 'blocked' \
+             UNION \
+             SELECT t.id FROM tenants t JOIN blocked b ON t.parent_id = b.id) \
+             SELECT id FROM blocked",
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_prefixes_match_literally() {
+        assert_eq!(like_prefix("ada@"), "ada@%");
+        assert_eq!(like_prefix("a_b%c\\d"), "a\\_b\\%c\\\\d%");
+        assert_eq!(like_prefix(""), "%");
     }
 }

@@ -5,21 +5,26 @@
 //! without `commit` or `rollback` hands its connection to a spawned task that rolls back before
 //! the connection goes back to the pool; an idle connection must never hold a transaction open,
 //! since its locks would stall every other unit touching the same rows.
+//!
+//! Revocations and status changes are collected as the unit goes and published with
+//! `pg_notify` just before COMMIT, inside the transaction: PostgreSQL delivers them to listeners
+//! when it commits and discards them if it rolls back, so the feed never announces a change that
+//! did not happen, and no change is committed unannounced.
 
 use async_trait::async_trait;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use iam_domain::{
     Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    Timestamp, User, UserId,
+    TenantStatus, Timestamp, User, UserId,
 };
 use iam_ports::{
-    NewRefreshToken, Rotation, SessionRepo, StoreError, TenantRepo, UnitOfWork, UserRecord,
-    UserRepo,
+    NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError, TenantRepo, UnitOfWork,
+    UserFilter, UserRecord, UserRepo,
 };
 
 use crate::error::{UnitError, from_diesel};
 use crate::pool::{Detaching, PooledConn};
-use crate::queries;
+use crate::{payload, queries};
 
 /// A transaction on a connection checked out for it alone.
 pub(crate) struct PgUnit {
@@ -28,6 +33,8 @@ pub(crate) struct PgUnit {
     /// Set while a statement is in flight and kept if it fails, so that a statement whose
     /// future was dropped midway also counts as failed.
     poisoned: bool,
+    /// What to announce on the revocation feed at commit, in the order it happened.
+    events: Vec<RevocationEvent>,
 }
 
 impl PgUnit {
@@ -40,6 +47,7 @@ impl PgUnit {
         Ok(Self {
             conn: Some(guard.release()),
             poisoned: false,
+            events: Vec::new(),
         })
     }
 
@@ -70,7 +78,7 @@ impl PgUnit {
 }
 
 /// Rolls back on `guard`'s connection and returns it to the pool; on failure the guard closes it.
-async fn roll_back(mut guard: Detaching) -> Result<(), StoreError> {
+pub(crate) async fn roll_back(mut guard: Detaching) -> Result<(), StoreError> {
     AnsiTransactionManager::rollback_transaction(guard.conn())
         .await
         .map_err(from_diesel)?;
@@ -121,6 +129,31 @@ impl UserRepo for PgUnit {
         let result = queries::user_by_id(conn, id).await;
         self.leave(result)
     }
+
+    async fn update_user(&mut self, user: &User) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::update_user(conn, user).await;
+        let Some(status_changed) = self.leave(result)? else {
+            return Ok(false);
+        };
+        if status_changed {
+            self.events
+                .push(RevocationEvent::UserStatus(user.id, user.status));
+        }
+        Ok(true)
+    }
+
+    async fn list_members(
+        &mut self,
+        tenant: TenantId,
+        filter: &UserFilter,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::list_members(conn, tenant, filter, after, limit).await;
+        self.leave(result)
+    }
 }
 
 #[async_trait]
@@ -158,6 +191,29 @@ impl TenantRepo for PgUnit {
         let result = queries::membership(conn, user, tenant).await;
         self.leave(result)
     }
+
+    async fn set_tenant_status(
+        &mut self,
+        id: TenantId,
+        status: TenantStatus,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::set_tenant_status(conn, id, status, at).await;
+        let Some(status_changed) = self.leave(result)? else {
+            return Ok(false);
+        };
+        if status_changed {
+            self.events.push(RevocationEvent::TenantStatus(id));
+        }
+        Ok(true)
+    }
+
+    async fn ancestors(&mut self, id: TenantId) -> Result<Vec<TenantId>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::ancestors(conn, id).await;
+        self.leave(result)
+    }
 }
 
 #[async_trait]
@@ -179,7 +235,11 @@ impl SessionRepo for PgUnit {
     ) -> Result<Rotation, StoreError> {
         let conn = self.enter()?;
         let result = queries::rotate_refresh(conn, presented, next).await;
-        self.leave(result)
+        let (rotation, revoked) = self.leave(result)?;
+        if let (Rotation::Reused(id), true) = (&rotation, revoked) {
+            self.events.push(RevocationEvent::SessionRevoked(*id));
+        }
+        Ok(rotation)
     }
 
     async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError> {
@@ -191,7 +251,24 @@ impl SessionRepo for PgUnit {
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError> {
         let conn = self.enter()?;
         let result = queries::revoke_session(conn, id, at).await;
-        self.leave(result)
+        let revoked = self.leave(result)?;
+        if revoked.session {
+            self.events.push(RevocationEvent::SessionRevoked(id));
+        }
+        Ok(revoked.anything)
+    }
+
+    async fn revoke_user_sessions(
+        &mut self,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::revoke_user_sessions(conn, user, at).await;
+        let revoked = self.leave(result)?;
+        self.events
+            .extend(revoked.iter().copied().map(RevocationEvent::SessionRevoked));
+        Ok(revoked)
     }
 }
 
@@ -199,11 +276,21 @@ impl SessionRepo for PgUnit {
 impl UnitOfWork for PgUnit {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let poisoned = self.poisoned;
+        let events = std::mem::take(&mut self.events);
         let mut guard = self.finish()?;
         if poisoned {
             // Postgres would answer COMMIT with a silent ROLLBACK; say so instead.
             roll_back(guard).await?;
             return Err(StoreError::Unexpected(Box::new(UnitError::RolledBack)));
+        }
+        if let Err(e) = payload::publish(guard.conn(), &events).await {
+            // A change that other instances would not hear of must not be committed: their
+            // caches would go on accepting tokens it revoked. The failed statement aborted the
+            // transaction; roll it back so the connection can be pooled again.
+            if let Err(rollback) = roll_back(guard).await {
+                tracing::warn!(error = %rollback, "rollback after a failed publish failed; connection closed");
+            }
+            return Err(e);
         }
         AnsiTransactionManager::commit_transaction(guard.conn())
             .await

@@ -1,15 +1,22 @@
 //! The shared store contract against PostgreSQL, each case on a database of its own, and the
-//! behaviour only PostgreSQL can get wrong: connections, migrations and what is stored.
+//! behaviour only PostgreSQL can get wrong: connections, migrations, what is stored, and the
+//! revocation feed across instances.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use iam_adapters_postgres::testing::TestDatabase;
-use iam_adapters_postgres::{PgConfig, PostgresStore, migrate};
-use iam_domain::{RefreshToken, Session, SessionId};
-use iam_ports::{NewRefreshToken, Rotation, Store, StoreError};
+use iam_adapters_postgres::{LISTENER_APPLICATION_NAME, PgConfig, PostgresStore, migrate};
+use iam_domain::{
+    Membership, RefreshToken, Session, SessionId, Tenant, TenantStatus, User, UserStatus,
+};
+use iam_ports::{
+    FeedMessage, NewRefreshToken, RevocationEvent, RevocationFeed, Rotation, Store, StoreError,
+};
 use iam_store_contract::Fixture;
-use iam_store_contract::fixtures::{t0, user};
+use iam_store_contract::fixtures::{t0, tenant, user};
 
 fn config(url: &str, max_connections: usize) -> PgConfig {
     PgConfig {
@@ -26,6 +33,7 @@ async fn fixture() -> Fixture {
         .expect("connect");
     Fixture {
         keys: Arc::new(store.key_store()),
+        feed: Arc::new(store.clone()),
         store: Arc::new(store),
         guard: Box::new(db),
     }
@@ -190,7 +198,7 @@ async fn migrate_applies_everything_to_an_empty_database() {
     }
     assert_eq!(
         migrate(&db.url).await.expect("migrate"),
-        vec!["00000000000001".to_owned()]
+        vec!["00000000000001".to_owned(), "00000000000002".to_owned()]
     );
     assert!(migrate(&db.url).await.expect("migrate again").is_empty());
     let store = PostgresStore::connect(&config(&db.url, 1))
@@ -430,4 +438,565 @@ async fn a_rotation_racing_a_reuse_cannot_keep_the_family_alive() {
     )
     .await;
     assert!(live.is_empty(), "{} live tokens left", live.len());
+}
+
+// The revocation feed over LISTEN/NOTIFY, and what only PostgreSQL can get wrong in the queries
+// behind it.
+
+async fn next_message(stream: &mut BoxStream<'static, FeedMessage>) -> FeedMessage {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a message within 5 s")
+        .expect("the feed never ends")
+}
+
+async fn raw_exec(url: &str, sql: &str) {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
+    conn.batch_execute(sql).await.expect("statement");
+}
+
+async fn raw_count(url: &str, sql: &str) -> i64 {
+    use diesel::QueryableByName;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
+    diesel::sql_query(sql)
+        .get_result::<Count>(&mut conn)
+        .await
+        .expect("count")
+        .n
+}
+
+/// The listener connections on the test's own database.
+async fn listeners(url: &str) -> i64 {
+    raw_count(
+        url,
+        &format!(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = '{LISTENER_APPLICATION_NAME}'"
+        ),
+    )
+    .await
+}
+
+/// User 1 with tenant 1 (a member), committed.
+async fn seed(store: &PostgresStore) -> (User, Tenant) {
+    let (u, t) = (user(1), tenant(1, &user(1)));
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_user(&u, None).await.expect("user");
+    uow.insert_tenant(&t).await.expect("tenant");
+    uow.insert_membership(&Membership {
+        tenant: t.id,
+        user: u.id,
+        roles: vec![],
+        created_at: t0(),
+    })
+    .await
+    .expect("membership");
+    uow.commit().await.expect("commit");
+    (u, t)
+}
+
+fn session_of(u: &User, t: &Tenant, n: u16) -> Session {
+    let [hi, lo] = n.to_be_bytes();
+    Session {
+        id: SessionId::new_v7(t0(), [hi, lo, 0, 0, 0, 0, 0, 0, 0, 1]),
+        user: u.id,
+        tenant: t.id,
+        amr: vec!["pwd".into()],
+        auth_time: t0(),
+        created_at: t0(),
+        revoked_at: None,
+    }
+}
+
+fn first_token(n: u16) -> NewRefreshToken {
+    let [hi, lo] = n.to_be_bytes();
+    let mut random = [7; 32];
+    random[..2].copy_from_slice(&[hi, lo]);
+    NewRefreshToken {
+        hash: RefreshToken::from_random(random).hash(),
+        issued_at: t0(),
+        expires_at: t0() + chrono::Duration::days(1),
+    }
+}
+
+/// Commits a tenant-status flip on `store`, for a recognisable event after quiet stretches.
+async fn marker(store: &PostgresStore, t: &Tenant, status: TenantStatus) -> FeedMessage {
+    let mut uow = store.begin().await.expect("begin");
+    assert!(
+        uow.set_tenant_status(t.id, status, t0())
+            .await
+            .expect("status")
+    );
+    uow.commit().await.expect("commit");
+    FeedMessage::Event(RevocationEvent::TenantStatus(t.id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_hear_each_others_revocations_within_a_second() {
+    let db = TestDatabase::new().await;
+    let a = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect a");
+    let b = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect b");
+    let (u, t) = seed(&a).await;
+    let s = session_of(&u, &t, 1);
+    let mut uow = a.begin().await.expect("begin");
+    uow.insert_session(&s, &first_token(1))
+        .await
+        .expect("session");
+    uow.commit().await.expect("commit");
+
+    let mut heard_by_a = a.subscribe().await.expect("subscribe a");
+    let mut heard_by_b = b.subscribe().await.expect("subscribe b");
+
+    // B revokes; A (and B itself) hear it.
+    let started = Instant::now();
+    let mut uow = b.begin().await.expect("begin");
+    assert!(uow.revoke_session(s.id, t0()).await.expect("revoke"));
+    uow.commit().await.expect("commit");
+    let revoked = FeedMessage::Event(RevocationEvent::SessionRevoked(s.id));
+    assert_eq!(next_message(&mut heard_by_a).await, revoked);
+    let latency = started.elapsed();
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    assert_eq!(next_message(&mut heard_by_b).await, revoked);
+
+    // A disables the user; B hears it.
+    let started = Instant::now();
+    let mut uow = a.begin().await.expect("begin");
+    let disabled = User {
+        status: UserStatus::Disabled,
+        ..u.clone()
+    };
+    assert!(uow.update_user(&disabled).await.expect("disable"));
+    uow.commit().await.expect("commit");
+    let status = FeedMessage::Event(RevocationEvent::UserStatus(u.id, UserStatus::Disabled));
+    assert_eq!(next_message(&mut heard_by_b).await, status);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(next_message(&mut heard_by_a).await, status);
+
+    // Each instance's snapshot shows both changes, whoever made them.
+    for store in [&a, &b] {
+        let snap = store.snapshot(t0()).await.expect("snapshot");
+        assert_eq!(snap.revoked_sessions, vec![s.id]);
+        assert_eq!(snap.inactive_users, vec![(u.id, UserStatus::Disabled)]);
+        assert!(snap.blocked_tenants.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_listener_resyncs_then_hears_again() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, t) = seed(&store).await;
+    let mut stream = store.subscribe().await.expect("subscribe");
+    assert_eq!(listeners(&db.url).await, 1);
+
+    let killed = raw_count(
+        &db.url,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = '{LISTENER_APPLICATION_NAME}'"
+        ),
+    )
+    .await;
+    assert_eq!(killed, 1);
+    // Committed while the listener is (most likely) down: unheard, but the resync covers it.
+    let blocked = marker(&store, &t, TenantStatus::Blocked).await;
+    assert_eq!(next_message(&mut stream).await, FeedMessage::Resync);
+    assert_eq!(listeners(&db.url).await, 1);
+
+    let mut uow = store.begin().await.expect("begin");
+    let disabled = User {
+        status: UserStatus::Disabled,
+        ..u.clone()
+    };
+    assert!(uow.update_user(&disabled).await.expect("disable"));
+    uow.commit().await.expect("commit");
+    let mut next = next_message(&mut stream).await;
+    // The blocking is heard after all if the new listener was up before it committed.
+    if next == blocked {
+        next = next_message(&mut stream).await;
+    }
+    assert_eq!(
+        next,
+        FeedMessage::Event(RevocationEvent::UserStatus(u.id, UserStatus::Disabled))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_closes_its_connection() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let first = store.subscribe().await.expect("subscribe");
+    let second = store.subscribe().await.expect("subscribe again");
+    assert_eq!(listeners(&db.url).await, 2);
+    drop(first);
+    let mut left = listeners(&db.url).await;
+    for _ in 0..100 {
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = listeners(&db.url).await;
+    }
+    assert_eq!(left, 1, "the dropped subscription's connection is closed");
+    drop(second);
+    for _ in 0..100 {
+        left = listeners(&db.url).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_payload_is_a_resync_and_the_feed_goes_on() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (_, t) = seed(&store).await;
+    let mut stream = store.subscribe().await.expect("subscribe");
+    raw_exec(&db.url, "SELECT pg_notify('iam_revocations', 'not json')").await;
+    raw_exec(
+        &db.url,
+        r#"SELECT pg_notify('iam_revocations', '{"v":99,"n":0,"e":[]}')"#,
+    )
+    .await;
+    assert_eq!(next_message(&mut stream).await, FeedMessage::Resync);
+    assert_eq!(next_message(&mut stream).await, FeedMessage::Resync);
+    let expected = marker(&store, &t, TenantStatus::Blocked).await;
+    assert_eq!(next_message(&mut stream).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_changes_are_published() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, t) = seed(&store).await;
+    let s = session_of(&u, &t, 1);
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_session(&s, &first_token(1))
+        .await
+        .expect("session");
+    assert!(uow.revoke_session(s.id, t0()).await.expect("revoke"));
+    uow.commit().await.expect("commit");
+    let mut stream = store.subscribe().await.expect("subscribe");
+
+    let mut uow = store.begin().await.expect("begin");
+    // Already revoked, same status, same status, no sessions left: nothing to announce.
+    assert!(!uow.revoke_session(s.id, t0()).await.expect("revoke again"));
+    assert!(
+        uow.set_tenant_status(t.id, TenantStatus::Active, t0())
+            .await
+            .expect("status")
+    );
+    let renamed = User {
+        name: iam_domain::DisplayName::parse("Renamed").expect("name"),
+        ..u.clone()
+    };
+    assert!(uow.update_user(&renamed).await.expect("update"));
+    assert!(
+        uow.revoke_user_sessions(u.id, t0())
+            .await
+            .expect("revoke all")
+            .is_empty()
+    );
+    uow.commit().await.expect("commit");
+    let expected = marker(&store, &t, TenantStatus::Blocked).await;
+    assert_eq!(next_message(&mut stream).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_revocation_arrives_whole_and_in_order() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, t) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    // Two full payloads of sessions, so that the status events below start a payload of their own.
+    for n in 0..200 {
+        uow.insert_session(&session_of(&u, &t, n), &first_token(n))
+            .await
+            .expect("session");
+    }
+    uow.commit().await.expect("commit");
+    let mut stream = store.subscribe().await.expect("subscribe");
+
+    let mut uow = store.begin().await.expect("begin");
+    let revoked = uow.revoke_user_sessions(u.id, t0()).await.expect("revoke");
+    assert_eq!(revoked.len(), 200);
+    // The same 100 status events twice over, so that two payloads of the transaction carry
+    // identical events; PostgreSQL would deliver identical payloads only once.
+    for _ in 0..100 {
+        for status in [UserStatus::Disabled, UserStatus::Active] {
+            let updated = User {
+                status,
+                ..u.clone()
+            };
+            assert!(uow.update_user(&updated).await.expect("update"));
+        }
+    }
+    uow.commit().await.expect("commit");
+
+    let mut expected: Vec<FeedMessage> = revoked
+        .iter()
+        .map(|id| FeedMessage::Event(RevocationEvent::SessionRevoked(*id)))
+        .collect();
+    for _ in 0..100 {
+        for status in [UserStatus::Disabled, UserStatus::Active] {
+            expected.push(FeedMessage::Event(RevocationEvent::UserStatus(
+                u.id, status,
+            )));
+        }
+    }
+    let mut heard = Vec::new();
+    while heard.len() < expected.len() {
+        heard.push(next_message(&mut stream).await);
+    }
+    assert_eq!(heard, expected);
+
+    // Every token of every session died with it.
+    let live = raw_rows(
+        &db.url,
+        "SELECT token_hash AS value FROM refresh_tokens WHERE status = 'live'",
+    )
+    .await;
+    assert!(live.is_empty(), "{} live tokens left", live.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_status_updates_each_announce_their_change() {
+    let db = TestDatabase::new().await;
+    let store = Arc::new(
+        PostgresStore::connect(&config(&db.url, 4))
+            .await
+            .expect("connect"),
+    );
+    let (u, _) = seed(&store).await;
+    let mut stream = store.subscribe().await.expect("subscribe");
+
+    let mut first = store.begin().await.expect("begin");
+    let disabled = User {
+        status: UserStatus::Disabled,
+        ..u.clone()
+    };
+    assert!(first.update_user(&disabled).await.expect("disable"));
+    // The second update queues behind the first; it must compare against the status the first
+    // commits, not the one its statement started with.
+    let second = tokio::spawn({
+        let store = store.clone();
+        let active = u.clone();
+        async move {
+            let mut uow = store.begin().await.expect("begin");
+            assert!(uow.update_user(&active).await.expect("enable"));
+            uow.commit().await.expect("commit");
+        }
+    });
+    until_a_statement_waits_on_a_lock(&db.url).await;
+    first.commit().await.expect("commit");
+    second.await.expect("task");
+
+    assert_eq!(
+        next_message(&mut stream).await,
+        FeedMessage::Event(RevocationEvent::UserStatus(u.id, UserStatus::Disabled))
+    );
+    assert_eq!(
+        next_message(&mut stream).await,
+        FeedMessage::Event(RevocationEvent::UserStatus(u.id, UserStatus::Active))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_prefixes_are_literal() {
+    use iam_domain::Email;
+    use iam_ports::UserFilter;
+
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (_, t) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    let mut members = Vec::new();
+    for (n, email) in [
+        (2, "a_b@example.com"),
+        (3, "axb@example.com"),
+        (4, "a%c@example.com"),
+        (5, "azc@example.com"),
+        (6, r"a\d@example.com"),
+        (7, r"a\\d@example.com"),
+    ] {
+        let u = User {
+            email: Email::parse(email).expect("email"),
+            ..user(n)
+        };
+        uow.insert_user(&u, None).await.expect("user");
+        uow.insert_membership(&Membership {
+            tenant: t.id,
+            user: u.id,
+            roles: vec![],
+            created_at: t0(),
+        })
+        .await
+        .expect("membership");
+        members.push(u);
+    }
+    for (prefix, expected) in [
+        ("a_", vec![0]),
+        ("a%", vec![2]),
+        (r"a\d", vec![4]),
+        (r"a\\", vec![5]),
+        ("a", vec![0, 1, 2, 3, 4, 5]),
+    ] {
+        let filter = UserFilter {
+            email_prefix: Some(prefix.to_owned()),
+            status: None,
+        };
+        let found: Vec<_> = uow
+            .list_members(t.id, &filter, None, 100)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        let mut expected: Vec<_> = expected.into_iter().map(|i| members[i].id).collect();
+        expected.sort();
+        assert_eq!(found, expected, "{prefix}");
+    }
+    assert!(
+        uow.list_members(t.id, &UserFilter::default(), None, 0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    uow.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_of_tenants_ends_the_walks() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, root) = seed(&store).await;
+    let child = Tenant {
+        parent: Some(root.id),
+        ..tenant(2, &u)
+    };
+    let grandchild = Tenant {
+        parent: Some(child.id),
+        ..tenant(3, &u)
+    };
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_tenant(&child).await.expect("child");
+    uow.insert_tenant(&grandchild).await.expect("grandchild");
+    uow.commit().await.expect("commit");
+    // Nothing in the store can do this; a hand edit can.
+    raw_exec(
+        &db.url,
+        &format!(
+            "UPDATE tenants SET parent_id = '{}', status = 'blocked' WHERE id = '{}'",
+            grandchild.id, root.id
+        ),
+    )
+    .await;
+
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(
+        uow.ancestors(grandchild.id).await.expect("ancestors"),
+        vec![child.id, root.id]
+    );
+    assert_eq!(
+        uow.ancestors(root.id).await.expect("ancestors"),
+        vec![grandchild.id, child.id]
+    );
+    uow.commit().await.expect("commit");
+    let mut blocked = store
+        .snapshot(t0())
+        .await
+        .expect("snapshot")
+        .blocked_tenants;
+    blocked.sort();
+    let mut expected = vec![root.id, child.id, grandchild.id];
+    expected.sort();
+    assert_eq!(blocked, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_to_an_unreachable_database_is_unavailable() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 1))
+        .await
+        .expect("connect");
+    drop(db);
+    let result = store.subscribe().await;
+    assert!(matches!(result, Err(StoreError::Unavailable(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_gets_a_resync_not_unbounded_buffering() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (_, t) = seed(&store).await;
+    let mut stream = store.subscribe().await.expect("subscribe");
+    // Far more than the subscriber's buffer, each payload distinct, while nobody reads.
+    let flood = uuid::Uuid::from_u128(42);
+    raw_exec(
+        &db.url,
+        &format!(
+            "SELECT pg_notify('iam_revocations', \
+             '{{\"v\":1,\"n\":' || g || ',\"e\":[[\"t\",\"{flood}\"]]}}') \
+             FROM generate_series(1, 10000) AS g"
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let flooded = FeedMessage::Event(RevocationEvent::TenantStatus(
+        iam_domain::TenantId::from_uuid(flood),
+    ));
+    let mut before_resync = 0;
+    loop {
+        let message = next_message(&mut stream).await;
+        if message == FeedMessage::Resync {
+            break;
+        }
+        assert_eq!(message, flooded);
+        before_resync += 1;
+    }
+    assert!(
+        (1..10_000).contains(&before_resync),
+        "{before_resync} events before the resync"
+    );
+    // The feed goes on after the gap.
+    let expected = marker(&store, &t, TenantStatus::Blocked).await;
+    loop {
+        let message = next_message(&mut stream).await;
+        if message == expected {
+            break;
+        }
+        assert_eq!(message, flooded);
+    }
 }
