@@ -9,15 +9,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use iam_domain::{
     Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    Timestamp, User, UserId,
+    TenantStatus, Timestamp, User, UserId, UserStatus,
 };
 use iam_ports::{
-    KeyStore, NewRefreshToken, Rotation, SessionRepo, Store, StoreError, StoredKey, TenantRepo,
-    UnitOfWork, UserRecord, UserRepo,
+    FeedMessage, KeyStore, NewRefreshToken, RevocationEvent, RevocationFeed, RevocationSnapshot,
+    Rotation, SessionRepo, Store, StoreError, StoredKey, TenantRepo, UnitOfWork, UserFilter,
+    UserRecord, UserRepo,
 };
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, broadcast};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RefreshStatus {
@@ -45,10 +47,23 @@ struct State {
 
 type Undo = Box<dyn FnOnce(&mut State) + Send>;
 
+/// Revocation events buffered for slow subscribers before they must resync.
+const FEED_CAPACITY: usize = 4096;
+
 /// The in-memory store.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    events: broadcast::Sender<RevocationEvent>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            events: broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -64,6 +79,8 @@ impl Store for MemoryStore {
         Ok(Box::new(MemoryUnit {
             state: self.state.clone().lock_owned().await,
             undo: Vec::new(),
+            events: Vec::new(),
+            feed: self.events.clone(),
         }))
     }
 
@@ -75,6 +92,9 @@ impl Store for MemoryStore {
 struct MemoryUnit {
     state: OwnedMutexGuard<State>,
     undo: Vec<Undo>,
+    /// Published at commit, dropped with the unit otherwise.
+    events: Vec<RevocationEvent>,
+    feed: broadcast::Sender<RevocationEvent>,
 }
 
 impl Drop for MemoryUnit {
@@ -131,6 +151,56 @@ impl UserRepo for MemoryUnit {
 
     async fn user_by_id(&mut self, id: UserId) -> Result<Option<User>, StoreError> {
         Ok(self.state.users.get(&id).map(|r| r.user.clone()))
+    }
+
+    async fn update_user(&mut self, user: &User) -> Result<bool, StoreError> {
+        let Some(record) = self.state.users.get_mut(&user.id) else {
+            return Ok(false);
+        };
+        let old = record.user.clone();
+        record.user = User {
+            email: old.email.clone(),
+            created_at: old.created_at,
+            ..user.clone()
+        };
+        if old.status != user.status {
+            self.events
+                .push(RevocationEvent::UserStatus(user.id, user.status));
+        }
+        self.undo.push(Box::new(move |s| {
+            if let Some(r) = s.users.get_mut(&old.id) {
+                r.user = old;
+            }
+        }));
+        Ok(true)
+    }
+
+    async fn list_members(
+        &mut self,
+        tenant: TenantId,
+        filter: &UserFilter,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let mut users: Vec<User> = self
+            .state
+            .memberships
+            .values()
+            .filter(|m| m.tenant == tenant && after.is_none_or(|a| m.user > a))
+            .filter_map(|m| self.state.users.get(&m.user))
+            .map(|r| &r.user)
+            .filter(|u| {
+                filter
+                    .email_prefix
+                    .as_deref()
+                    .is_none_or(|p| u.email.as_str().starts_with(p))
+                    && filter.status.is_none_or(|s| u.status == s)
+            })
+            .cloned()
+            .collect();
+        users.sort_by_key(|u| u.id);
+        users.truncate(limit);
+        Ok(users)
     }
 }
 
@@ -198,6 +268,45 @@ impl TenantRepo for MemoryUnit {
     ) -> Result<Option<Membership>, StoreError> {
         Ok(self.state.memberships.get(&(user, tenant)).cloned())
     }
+
+    async fn set_tenant_status(
+        &mut self,
+        id: TenantId,
+        status: TenantStatus,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some(tenant) = self.state.tenants.get_mut(&id) else {
+            return Ok(false);
+        };
+        let old = tenant.clone();
+        tenant.status = status;
+        tenant.updated_at = at;
+        if old.status != status {
+            self.events.push(RevocationEvent::TenantStatus(id));
+        }
+        self.undo.push(Box::new(move |s| {
+            s.tenants.insert(old.id, old);
+        }));
+        Ok(true)
+    }
+
+    async fn ancestors(&mut self, id: TenantId) -> Result<Vec<TenantId>, StoreError> {
+        Ok(ancestors_in(&self.state, id))
+    }
+}
+
+/// Walks parent links; a cycle (which the stores never allow) ends the walk rather than looping.
+fn ancestors_in(state: &State, id: TenantId) -> Vec<TenantId> {
+    let mut out = Vec::new();
+    let mut current = state.tenants.get(&id).and_then(|t| t.parent);
+    while let Some(parent) = current {
+        if parent == id || out.contains(&parent) {
+            break;
+        }
+        out.push(parent);
+        current = state.tenants.get(&parent).and_then(|t| t.parent);
+    }
+    out
 }
 
 impl MemoryUnit {
@@ -210,6 +319,7 @@ impl MemoryUnit {
             return false;
         }
         session.revoked_at = Some(at);
+        self.events.push(RevocationEvent::SessionRevoked(id));
         let live: Vec<RefreshTokenHash> = self
             .state
             .refresh
@@ -326,18 +436,95 @@ impl SessionRepo for MemoryUnit {
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError> {
         Ok(self.revoke(id, at))
     }
+
+    async fn revoke_user_sessions(
+        &mut self,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let ids: Vec<SessionId> = self
+            .state
+            .sessions
+            .values()
+            .filter(|s| s.user == user && s.revoked_at.is_none())
+            .map(|s| s.id)
+            .collect();
+        for id in &ids {
+            self.revoke(*id, at);
+        }
+        Ok(ids)
+    }
 }
 
 #[async_trait]
 impl UnitOfWork for MemoryUnit {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.undo.clear();
+        for event in self.events.drain(..) {
+            // No subscriber is not an error: nobody needs to hear it.
+            let _ = self.feed.send(event);
+        }
         Ok(())
     }
 
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         // Dropping runs the undo log.
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RevocationFeed for MemoryStore {
+    async fn snapshot(&self, sessions_since: Timestamp) -> Result<RevocationSnapshot, StoreError> {
+        let state = self.state.lock().await;
+        let blocked = |id: TenantId| {
+            std::iter::once(id)
+                .chain(ancestors_in(&state, id))
+                .any(|t| {
+                    state
+                        .tenants
+                        .get(&t)
+                        .is_some_and(|t| t.status == TenantStatus::Blocked)
+                })
+        };
+        Ok(RevocationSnapshot {
+            revoked_sessions: state
+                .sessions
+                .values()
+                .filter(|s| s.revoked_at.is_some_and(|at| at >= sessions_since))
+                .map(|s| s.id)
+                .collect(),
+            inactive_users: state
+                .users
+                .values()
+                .filter(|r| r.user.status != UserStatus::Active)
+                .map(|r| (r.user.id, r.user.status))
+                .collect(),
+            blocked_tenants: state
+                .tenants
+                .keys()
+                .copied()
+                .filter(|t| blocked(*t))
+                .collect(),
+        })
+    }
+
+    async fn subscribe(&self) -> Result<BoxStream<'static, FeedMessage>, StoreError> {
+        let rx = self.events.subscribe();
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((FeedMessage::Event(event), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        return Some((FeedMessage::Resync, rx));
+                    }
+                    // The store is gone; so is everything a subscriber could hear.
+                    Err(broadcast::error::RecvError::Closed) => {
+                        futures::future::pending::<()>().await;
+                    }
+                }
+            }
+        })))
     }
 }
 

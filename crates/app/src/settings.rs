@@ -14,6 +14,8 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
+    pub grpc: GrpcSettings,
+    pub validation: ValidationSettings,
     /// The externally visible base URL; the default token issuer.
     pub public_base_url: String,
     pub tokens: TokenSettings,
@@ -32,6 +34,36 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+}
+
+/// The gRPC listener (API gateway and data layer).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSettings {
+    pub addr: SocketAddr,
+    /// Credentials that IamService callers present as `authorization: Bearer …`; without any,
+    /// IamService refuses every call.
+    pub service_tokens: Vec<SecretString>,
+    /// Mutual TLS; plaintext without it (for a listener on a private network or loopback).
+    pub tls: Option<TlsSettings>,
+}
+
+/// Server certificate and, for mutual TLS, the CA that client certificates must chain to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, every client must present a certificate signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Access-token validation.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationSettings {
+    /// Verified tokens remembered, so repeated validations skip the ECDSA verification.
+    pub cache_capacity: u64,
 }
 
 /// Token lifetimes and identity.
@@ -106,6 +138,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             http: HttpSettings::default(),
+            grpc: GrpcSettings::default(),
+            validation: ValidationSettings::default(),
             public_base_url: "http://localhost:8080".into(),
             tokens: TokenSettings::default(),
             database: None,
@@ -121,6 +155,24 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            service_tokens: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 100_000,
         }
     }
 }
@@ -281,6 +333,20 @@ impl Settings {
                     "is for the in-memory store; with a database, keys live there (iam keys rotate)",
                 ));
             }
+        }
+        if self
+            .grpc
+            .service_tokens
+            .iter()
+            .any(|t| t.expose_secret().len() < 32)
+        {
+            return Err(invalid(
+                "grpc.service_tokens",
+                "each credential needs at least 32 characters (e.g. `openssl rand -base64 32`)",
+            ));
+        }
+        if self.grpc.addr == self.http.addr {
+            return Err(invalid("grpc.addr", "must differ from http.addr"));
         }
         if self.keys.reload_interval_secs == 0 {
             return Err(invalid("keys.reload_interval_secs", "must be at least 1"));

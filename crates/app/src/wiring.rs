@@ -9,9 +9,12 @@ use iam_adapters_crypto::{
 };
 use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
 use iam_adapters_postgres::{PgConfig, PostgresStore};
-use iam_application::{AuthService, KeyService, Ports};
+use iam_api_grpc::{GrpcState, ServiceCredentials};
+use iam_application::{
+    AuthService, KeyService, Ports, RevocationView, TenantService, TokenValidator, UserService,
+};
 use iam_domain::{KeyId, TokenPolicy};
-use iam_ports::{Clock, KeyStore, Rng, SecretSealer, Store, random};
+use iam_ports::{Clock, KeyStore, RevocationFeed, Rng, SecretSealer, Store, random};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -22,7 +25,12 @@ use crate::Settings;
 pub struct App {
     /// The REST router, ready to serve.
     pub router: axum::Router,
+    /// The gRPC services, ready to serve.
+    pub grpc: tonic::service::Routes,
     pub auth: Arc<AuthService>,
+    pub users: Arc<UserService>,
+    pub tenants: Arc<TenantService>,
+    pub view: Arc<RevocationView>,
     pub keys: Arc<KeyService>,
     pub store: Arc<dyn Store>,
     /// Argon2 run counters.
@@ -38,11 +46,16 @@ impl Drop for App {
     }
 }
 
-/// The store, key store and sealer the configuration asks for.
-pub async fn stores(
-    settings: &Settings,
-    rng: &dyn Rng,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn KeyStore>, Arc<dyn SecretSealer>)> {
+/// The adapters behind the store ports.
+pub struct Stores {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<dyn KeyStore>,
+    pub feed: Arc<dyn RevocationFeed>,
+    pub sealer: Arc<dyn SecretSealer>,
+}
+
+/// The store, key store, revocation feed and sealer the configuration asks for.
+pub async fn stores(settings: &Settings, rng: &dyn Rng) -> anyhow::Result<Stores> {
     match &settings.database {
         Some(db) => {
             let master = settings
@@ -76,8 +89,12 @@ pub async fn stores(
             })
             .await
             .context("connecting to the database (configuration key `database.url`)")?;
-            let keys = Arc::new(store.key_store());
-            Ok((Arc::new(store), keys, Arc::new(sealer)))
+            Ok(Stores {
+                keys: Arc::new(store.key_store()),
+                feed: Arc::new(store.clone()),
+                store: Arc::new(store),
+                sealer: Arc::new(sealer),
+            })
         }
         None => {
             let sealer = match &settings.master_key {
@@ -87,11 +104,13 @@ pub async fn stores(
                 None => AesGcmSealer::from_bytes(&random::<32>(rng))
                     .context("generating an ephemeral master key")?,
             };
-            Ok((
-                Arc::new(MemoryStore::new()),
-                Arc::new(MemoryKeyStore::new()),
-                Arc::new(sealer),
-            ))
+            let store = MemoryStore::new();
+            Ok(Stores {
+                feed: Arc::new(store.clone()),
+                store: Arc::new(store),
+                keys: Arc::new(MemoryKeyStore::new()),
+                sealer: Arc::new(sealer),
+            })
         }
     }
 }
@@ -131,7 +150,12 @@ pub fn key_service(
 /// Builds the whole service from settings, with the given clock.
 pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
     let rng: Arc<dyn Rng> = Arc::new(OsRandom);
-    let (store, key_store, sealer) = stores(settings, &*rng).await?;
+    let Stores {
+        store,
+        keys: key_store,
+        feed,
+        sealer,
+    } = stores(settings, &*rng).await?;
     if settings.database.is_none() {
         warn!(
             "no database configured: running on the in-memory store; nothing persists across \
@@ -192,19 +216,45 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
     }
 
     let policy = token_policy(settings);
-    let auth = Arc::new(AuthService::new(
-        Ports {
-            store: store.clone(),
-            hasher: Arc::new(hasher),
-            signer,
-            clock,
-            rng,
-        },
-        policy,
-        keys.clone(),
+    let view = Arc::new(RevocationView::new(
+        feed,
+        clock.clone(),
+        policy.access_ttl + policy.leeway,
     ));
+    // Before serving: a restarted instance must already know every live revocation.
+    view.refresh().await.context("loading revocations")?;
+    let validator = Arc::new(TokenValidator::new(
+        signer.clone(),
+        keys.clone(),
+        policy.clone(),
+        clock.clone(),
+        view.clone(),
+        settings.validation.cache_capacity,
+    ));
+    let ports = Ports {
+        store: store.clone(),
+        hasher: Arc::new(hasher),
+        signer,
+        clock,
+        rng,
+    };
+    let auth = Arc::new(AuthService::new(ports.clone(), policy, validator));
+    let users = Arc::new(UserService::new(ports.clone(), view.clone()));
+    let tenants = Arc::new(TenantService::new(ports, view.clone()));
 
     let mut background = Vec::new();
+    {
+        // Other instances' revocations arrive through the feed; after a failure, start over.
+        let view = view.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = view.follow().await {
+                    warn!(error = %e, "revocation feed failed; retrying in 1 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }));
+    }
     if settings.database.is_some() {
         // Another instance (or `iam keys rotate`) may change the ring; pick that up.
         let keys = keys.clone();
@@ -226,9 +276,26 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         keys: keys.clone(),
         store: store.clone(),
     });
+    let grpc = iam_api_grpc::routes(GrpcState {
+        auth: auth.clone(),
+        users: users.clone(),
+        tenants: tenants.clone(),
+        credentials: ServiceCredentials::new(
+            settings
+                .grpc
+                .service_tokens
+                .iter()
+                .map(ExposeSecret::expose_secret),
+        ),
+    })
+    .await?;
     Ok(App {
         router,
+        grpc,
         auth,
+        users,
+        tenants,
+        view,
         keys,
         store,
         hasher_stats,
@@ -258,11 +325,11 @@ pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<KeyId> {
         );
     }
     let rng: Arc<dyn Rng> = Arc::new(OsRandom);
-    let (_, key_store, sealer) = stores(settings, &*rng).await?;
+    let stores = stores(settings, &*rng).await?;
     let keys = key_service(
         settings,
-        key_store,
-        sealer,
+        stores.keys,
+        stores.sealer,
         Arc::new(EcdsaSigner::new()),
         Arc::new(iam_adapters_crypto::SystemClock),
         rng,
@@ -271,4 +338,51 @@ pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<KeyId> {
         .await
         .context("loading signing keys")?;
     Ok(keys.rotate().await?)
+}
+
+/// The gRPC server's TLS set-up, if the configuration asks for TLS.
+pub fn grpc_tls(settings: &Settings) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let Some(tls) = &settings.grpc.tls else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read(path).with_context(|| {
+            format!(
+                "configuration key `grpc.tls.{key}`: reading {}",
+                path.display()
+            )
+        })
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&tls.cert_file, "cert_file")?,
+        read(&tls.key_file, "key_file")?,
+    ));
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read(ca, "client_ca_file")?));
+    }
+    Ok(Some(config))
+}
+
+/// Serves the gRPC routes on `listener` until `shutdown` resolves.
+pub async fn serve_grpc(
+    routes: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .context("configuration key `grpc.tls`: unusable certificate or key")?;
+    }
+    server
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+        .context("gRPC server failed")
 }

@@ -8,12 +8,12 @@ use iam_domain::{
     SessionId, Tenant, TenantId, TenantName, TenantStatus, TokenPolicy, User, UserId,
 };
 use iam_ports::{
-    BoxError, HashError, NewRefreshToken, Rotation, SignError, StoreError, TokenRejection,
+    BoxError, HashError, NewRefreshToken, RevocationEvent, Rotation, SignError, StoreError,
     UnitOfWork, random,
 };
 use tracing::{info, warn};
 
-use crate::{KeyService, Ports};
+use crate::{Ports, TokenValidator};
 
 /// Why an authentication use case failed. Transports map each variant to one stable answer.
 #[derive(Debug, thiserror::Error)]
@@ -129,17 +129,22 @@ pub struct Me {
 pub struct AuthService {
     ports: Ports,
     policy: TokenPolicy,
-    keys: Arc<KeyService>,
+    validator: Arc<TokenValidator>,
 }
 
 impl AuthService {
     /// Builds the service.
-    pub fn new(ports: Ports, policy: TokenPolicy, keys: Arc<KeyService>) -> Self {
+    pub fn new(ports: Ports, policy: TokenPolicy, validator: Arc<TokenValidator>) -> Self {
         Self {
             ports,
             policy,
-            keys,
+            validator,
         }
+    }
+
+    /// The validator behind [`AuthService::authenticate`] (and gRPC ValidateToken).
+    pub fn validator(&self) -> &Arc<TokenValidator> {
+        &self.validator
     }
 
     /// The token policy in force.
@@ -314,6 +319,7 @@ impl AuthService {
             Rotation::Reused(sid) => {
                 uow.commit().await?;
                 warn!(session.id = %sid, "refresh token reused: session family revoked");
+                self.revoked(sid).await;
                 return Err(AuthError::InvalidGrant);
             }
             Rotation::Expired | Rotation::Unknown => {
@@ -330,6 +336,7 @@ impl AuthService {
             // The user lost the right to this session: end it rather than leave it half alive.
             uow.revoke_session(session.id, now).await?;
             uow.commit().await?;
+            self.revoked(session.id).await;
             return Err(AuthError::InvalidGrant);
         };
         let pair = self.issue(&session, membership.roles, next)?;
@@ -344,68 +351,36 @@ impl AuthService {
         uow.revoke_session(principal.session, self.ports.clock.now())
             .await?;
         uow.commit().await?;
+        self.revoked(principal.session).await;
         info!(user.id = %principal.user, session.id = %principal.session, "signed out");
         Ok(())
     }
 
+    /// Makes this instance honour a revocation it committed at once (others hear the feed).
+    async fn revoked(&self, session: SessionId) {
+        // A session event never needs the store, so this cannot fail.
+        let _ = self
+            .validator
+            .view()
+            .apply(RevocationEvent::SessionRevoked(session))
+            .await;
+    }
+
     /// Verifies a bearer access token: signature, time window, issuer, audience, and that its
-    /// session, user and tenant are still in good standing.
+    /// session, user and tenant are still in good standing (from the revocation view).
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
-        let claims = self.verify(bearer).await?;
-        let mut uow = self.ports.store.begin().await?;
-        let session = uow.session(claims.sid).await?;
-        let user = uow.user_by_id(claims.sub).await?;
-        let tenant = uow.tenant(claims.tenant_id).await?;
-        uow.commit().await?;
-        let deny = |r| Err(AuthError::Unauthenticated(r));
-        match session {
-            Some(s) if !s.is_revoked() && s.user == claims.sub => {}
-            _ => return deny(Unauthenticated::Revoked),
-        }
-        if !user.is_some_and(|u| u.can_sign_in()) {
-            return deny(Unauthenticated::UserDisabled);
-        }
-        if !tenant.is_some_and(|t| t.status == TenantStatus::Active) {
-            return deny(Unauthenticated::TenantBlocked);
-        }
+        let claims = self
+            .validator
+            .validate(bearer)
+            .await
+            .map_err(AuthError::Unauthenticated)?;
         Ok(Principal {
             user: claims.sub,
             tenant: claims.tenant_id,
             session: claims.sid,
             roles: claims.roles.clone(),
-            claims,
+            claims: (*claims).clone(),
         })
-    }
-
-    /// Checks signature and claims only (no store access).
-    pub async fn verify(&self, bearer: &str) -> Result<AccessClaims, AuthError> {
-        let signer = &self.ports.signer;
-        let verified = match signer.verify(bearer) {
-            // Another instance may have rotated the signing key: reload once, then retry.
-            Err(TokenRejection::UnknownKey) if self.keys.reload_for_unknown_kid().await => {
-                signer.verify(bearer)
-            }
-            other => other,
-        };
-        let claims = verified.map_err(|r| {
-            AuthError::Unauthenticated(match r {
-                TokenRejection::Malformed => Unauthenticated::Malformed,
-                TokenRejection::UnknownKey | TokenRejection::BadSignature => {
-                    Unauthenticated::BadSignature
-                }
-            })
-        })?;
-        self.policy
-            .check(&claims, self.ports.clock.now())
-            .map_err(|e| {
-                AuthError::Unauthenticated(match e {
-                    iam_domain::ClaimsError::Expired => Unauthenticated::Expired,
-                    iam_domain::ClaimsError::NotYetValid
-                    | iam_domain::ClaimsError::Issuer
-                    | iam_domain::ClaimsError::Audience => Unauthenticated::InvalidClaims,
-                })
-            })?;
-        Ok(claims)
     }
 
     /// The signed-in user, their current tenant and roles.

@@ -5,6 +5,10 @@
 
 pub mod auth;
 pub mod keys;
+pub mod revocation;
+pub mod tenants;
+pub mod users;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -14,6 +18,10 @@ pub use auth::{
     AuthError, AuthService, Me, Principal, RegisterCommand, TokenPair, Unauthenticated,
 };
 pub use keys::{KeyError, KeyService};
+pub use revocation::RevocationView;
+pub use tenants::{TenantError, TenantService, TenantStanding};
+pub use users::{NewUser, UserChanges, UserError, UserPage, UserService};
+pub use validate::TokenValidator;
 
 /// The ports every use case may need, shared by the services.
 #[derive(Clone)]

@@ -103,6 +103,12 @@ impl TokenPolicy {
 
     /// Checks the time window, issuer and audience of claims whose signature was verified.
     pub fn check(&self, claims: &AccessClaims, now: Timestamp) -> Result<(), ClaimsError> {
+        self.check_time(claims, now)?;
+        self.check_recipient(claims)
+    }
+
+    /// Checks `exp`, `nbf` and `iat` against `now`, with leeway.
+    pub fn check_time(&self, claims: &AccessClaims, now: Timestamp) -> Result<(), ClaimsError> {
         let now = now.timestamp();
         let leeway = self.leeway.num_seconds();
         if claims.exp + leeway <= now {
@@ -111,6 +117,11 @@ impl TokenPolicy {
         if claims.nbf.is_some_and(|nbf| nbf - leeway > now) || claims.iat - leeway > now {
             return Err(ClaimsError::NotYetValid);
         }
+        Ok(())
+    }
+
+    /// Checks `iss` and `aud`: facts that never change for a given token.
+    pub fn check_recipient(&self, claims: &AccessClaims) -> Result<(), ClaimsError> {
         if claims.iss != self.issuer {
             return Err(ClaimsError::Issuer);
         }

@@ -1,11 +1,12 @@
 //! The ports: traits through which the application reaches stores, cryptography, the clock and
 //! randomness. Each names what the core needs, not a technology, and documents its error contract.
 //!
-//! Invariant: depends on `iam-domain` only (plus `async-trait`); never on a framework, database
-//! driver or SDK.
+//! Invariant: depends on `iam-domain` only (plus `async-trait` and `futures` for streams); never on
+//! a framework, database driver or SDK.
 
 pub mod crypto;
 pub mod keys;
+pub mod revocation;
 pub mod store;
 pub mod system;
 
@@ -14,9 +15,10 @@ pub use crypto::{
     TokenSigner,
 };
 pub use keys::{KeyStore, StoredKey};
+pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
 pub use store::{
-    NewRefreshToken, Rotation, SessionRepo, Store, StoreError, TenantRepo, UnitOfWork, UserRecord,
-    UserRepo,
+    NewRefreshToken, Rotation, SessionRepo, Store, StoreError, TenantRepo, UnitOfWork, UserFilter,
+    UserRecord, UserRepo,
 };
 pub use system::{Clock, Rng, random};
 

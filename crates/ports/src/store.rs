@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use iam_domain::{
     Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    Timestamp, User, UserId,
+    TenantStatus, Timestamp, User, UserId, UserStatus,
 };
 
 use crate::BoxError;
@@ -33,6 +33,15 @@ pub enum StoreError {
 pub struct UserRecord {
     pub user: User,
     pub password_hash: Option<PasswordHash>,
+}
+
+/// Which members [`UserRepo::list_members`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    /// Only emails starting with this (already normalised, lower case).
+    pub email_prefix: Option<String>,
+    /// Only users in this status.
+    pub status: Option<UserStatus>,
 }
 
 /// A refresh token about to be stored.
@@ -72,6 +81,20 @@ pub trait UserRepo: Send {
 
     /// Looks a user up by id.
     async fn user_by_id(&mut self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// Stores a user's mutable fields (name, status, email_verified, updated_at); `false` if no
+    /// such user. A status change is published on the revocation feed at commit.
+    async fn update_user(&mut self, user: &User) -> Result<bool, StoreError>;
+
+    /// Members of `tenant` that match `filter`, in ascending id order, starting after `after`,
+    /// at most `limit` of them (keyset pagination: stable under inserts).
+    async fn list_members(
+        &mut self,
+        tenant: TenantId,
+        filter: &UserFilter,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError>;
 }
 
 /// Tenants and memberships.
@@ -95,6 +118,19 @@ pub trait TenantRepo: Send {
         user: UserId,
         tenant: TenantId,
     ) -> Result<Option<Membership>, StoreError>;
+
+    /// Sets a tenant's own status; `false` if no such tenant. Published on the revocation feed at
+    /// commit.
+    async fn set_tenant_status(
+        &mut self,
+        id: TenantId,
+        status: TenantStatus,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// The tenant's ancestors, nearest first (parent, grandparent, …); empty for a top-level or
+    /// unknown tenant. One query, not a walk of round trips.
+    async fn ancestors(&mut self, id: TenantId) -> Result<Vec<TenantId>, StoreError>;
 }
 
 /// Sessions (refresh-token families).
@@ -119,7 +155,16 @@ pub trait SessionRepo: Send {
     async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError>;
 
     /// Revokes a session and its live refresh token; `false` if it was unknown or revoked already.
+    /// A revocation is published on the revocation feed at commit (so is a reuse in
+    /// [`SessionRepo::rotate_refresh`]).
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Revokes every unrevoked session of a user and returns their ids.
+    async fn revoke_user_sessions(
+        &mut self,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError>;
 }
 
 /// One atomic unit of work over every repository.

@@ -2,10 +2,12 @@
 
 use chrono::Duration;
 use iam_domain::{
-    Email, KeyId, Membership, PasswordHash, RefreshToken, RoleName, Session, SessionId, Tenant,
-    Timestamp, User,
+    DisplayName, Email, KeyId, Membership, PasswordHash, RefreshToken, RoleName, Session,
+    SessionId, Tenant, TenantStatus, Timestamp, User, UserId, UserStatus,
 };
-use iam_ports::{NewRefreshToken, Rotation, StoreError, StoredKey};
+use iam_ports::{
+    FeedMessage, NewRefreshToken, RevocationEvent, Rotation, StoreError, StoredKey, UserFilter,
+};
 
 use crate::Fixture;
 use crate::fixtures::{hash, refresh, t0, tenant, user};
@@ -362,4 +364,297 @@ pub async fn key_rotation_retires_and_purges(f: &Fixture) {
         .map(|k| k.kid)
         .collect();
     assert_eq!(left, vec![KeyId::parse("k2").expect("kid")]);
+}
+
+/// Adds users `ns` (besides the seeded user 1) as members of `t`.
+async fn add_members(f: &Fixture, t: &Tenant, ns: &[u8]) -> Vec<User> {
+    let mut uow = f.store.begin().await.expect("begin");
+    let mut out = Vec::new();
+    for &n in ns {
+        out.push(add_members_in(&mut *uow, t, n).await);
+    }
+    uow.commit().await.expect("commit");
+    out
+}
+
+pub async fn users_update_and_list_by_tenant(f: &Fixture) {
+    let (u1, t1) = seed(f).await;
+    let mut members = vec![u1.clone()];
+    members.extend(add_members(f, &t1, &[2, 3, 4, 5]).await);
+    // A user outside the tenant is never listed.
+    let outsider = user(9);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&outsider, None).await.expect("user");
+    let mut disabled = members[2].clone();
+    disabled.status = UserStatus::Disabled;
+    disabled.name = DisplayName::parse("Renamed").expect("name");
+    disabled.updated_at = t0() + Duration::minutes(1);
+    assert!(uow.update_user(&disabled).await.expect("update"));
+    assert!(!uow.update_user(&user(77)).await.expect("update unknown"));
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.user_by_id(disabled.id).await.expect("lookup"),
+        Some(disabled.clone())
+    );
+    let all = UserFilter::default();
+    let page1 = uow
+        .list_members(t1.id, &all, None, 2)
+        .await
+        .expect("page 1");
+    let page2 = uow
+        .list_members(t1.id, &all, page1.last().map(|u| u.id), 2)
+        .await
+        .expect("page 2");
+    let page3 = uow
+        .list_members(t1.id, &all, page2.last().map(|u| u.id), 2)
+        .await
+        .expect("page 3");
+    let listed: Vec<UserId> = [page1, page2, page3]
+        .concat()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    let mut expected: Vec<UserId> = members.iter().map(|u| u.id).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "every member once, in id order");
+
+    let only_disabled = UserFilter {
+        status: Some(UserStatus::Disabled),
+        ..UserFilter::default()
+    };
+    let found = uow
+        .list_members(t1.id, &only_disabled, None, 10)
+        .await
+        .expect("filter");
+    assert_eq!(found, vec![disabled.clone()]);
+    let prefix = UserFilter {
+        email_prefix: Some("user4@".into()),
+        ..UserFilter::default()
+    };
+    let found = uow
+        .list_members(t1.id, &prefix, None, 10)
+        .await
+        .expect("prefix");
+    assert_eq!(
+        found.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![members[3].id]
+    );
+    uow.commit().await.expect("commit");
+}
+
+pub async fn tenant_status_and_ancestors(f: &Fixture) {
+    let (u, root) = seed(f).await;
+    let child = Tenant {
+        parent: Some(root.id),
+        ..tenant(2, &u)
+    };
+    let grandchild = Tenant {
+        parent: Some(child.id),
+        ..tenant(3, &u)
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_tenant(&child).await.expect("child");
+    uow.insert_tenant(&grandchild).await.expect("grandchild");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.ancestors(grandchild.id).await.expect("a"),
+        vec![child.id, root.id]
+    );
+    assert_eq!(uow.ancestors(child.id).await.expect("a"), vec![root.id]);
+    assert!(uow.ancestors(root.id).await.expect("a").is_empty());
+    assert!(uow.ancestors(tenant(8, &u).id).await.expect("a").is_empty());
+    let at = t0() + Duration::hours(1);
+    assert!(
+        uow.set_tenant_status(child.id, TenantStatus::Blocked, at)
+            .await
+            .expect("block")
+    );
+    assert!(
+        !uow.set_tenant_status(tenant(8, &u).id, TenantStatus::Blocked, at)
+            .await
+            .expect("unknown")
+    );
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    let stored = uow.tenant(child.id).await.expect("lookup").expect("tenant");
+    assert_eq!(
+        (stored.status, stored.updated_at),
+        (TenantStatus::Blocked, at)
+    );
+    uow.commit().await.expect("commit");
+}
+
+pub async fn revoking_all_sessions_of_a_user(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let mut sessions = Vec::new();
+    let mut uow = f.store.begin().await.expect("begin");
+    for n in 0..3u8 {
+        let s = Session {
+            id: SessionId::new_v7(t0(), [n; 10]),
+            user: u.id,
+            tenant: t.id,
+            amr: vec!["pwd".into()],
+            auth_time: t0(),
+            created_at: t0(),
+            revoked_at: None,
+        };
+        uow.insert_session(&s, &refresh(n, t0()).1)
+            .await
+            .expect("session");
+        sessions.push(s);
+    }
+    assert!(
+        uow.revoke_session(sessions[0].id, t0())
+            .await
+            .expect("revoke")
+    );
+    let mut revoked = uow
+        .revoke_user_sessions(u.id, t0())
+        .await
+        .expect("revoke all");
+    revoked.sort();
+    assert_eq!(
+        revoked,
+        vec![sessions[1].id, sessions[2].id],
+        "only the live ones"
+    );
+    assert!(
+        uow.revoke_user_sessions(u.id, t0())
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    uow.commit().await.expect("commit");
+    let (_, next) = refresh(9, t0());
+    assert_eq!(
+        rotate(f, &refresh(2, t0()).0, &next).await,
+        Rotation::Reused(sessions[2].id)
+    );
+}
+
+async fn next_message(
+    stream: &mut futures::stream::BoxStream<'static, FeedMessage>,
+) -> FeedMessage {
+    use futures::StreamExt as _;
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the feed never ends")
+}
+
+pub async fn feed_publishes_committed_revocations_only(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let first = session(f, &u, &t, &refresh(1, t0()).1).await;
+    let mut stream = f.feed.subscribe().await.expect("subscribe");
+
+    // Rolled back: nothing is published.
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(uow.revoke_session(first.id, t0()).await.expect("revoke"));
+    assert!(
+        uow.set_tenant_status(t.id, TenantStatus::Blocked, t0())
+            .await
+            .expect("block")
+    );
+    uow.rollback().await.expect("rollback");
+
+    // Committed: published, in order.
+    let mut uow = f.store.begin().await.expect("begin");
+    let mut disabled = u.clone();
+    disabled.status = UserStatus::Disabled;
+    assert!(uow.update_user(&disabled).await.expect("disable"));
+    uow.commit().await.expect("commit");
+    assert_eq!(
+        next_message(&mut stream).await,
+        FeedMessage::Event(RevocationEvent::UserStatus(u.id, UserStatus::Disabled))
+    );
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(
+        uow.set_tenant_status(t.id, TenantStatus::Blocked, t0())
+            .await
+            .expect("block")
+    );
+    uow.commit().await.expect("commit");
+    assert_eq!(
+        next_message(&mut stream).await,
+        FeedMessage::Event(RevocationEvent::TenantStatus(t.id))
+    );
+
+    // A reuse revokes the family, which is published like a logout.
+    let (_, next) = refresh(2, t0());
+    assert!(matches!(
+        rotate(f, &refresh(1, t0()).0, &next).await,
+        Rotation::Rotated(_)
+    ));
+    let (_, again) = refresh(3, t0());
+    assert_eq!(
+        rotate(f, &refresh(1, t0()).0, &again).await,
+        Rotation::Reused(first.id)
+    );
+    assert_eq!(
+        next_message(&mut stream).await,
+        FeedMessage::Event(RevocationEvent::SessionRevoked(first.id))
+    );
+}
+
+pub async fn snapshot_reflects_revocations(f: &Fixture) {
+    let (u, root) = seed(f).await;
+    let child = Tenant {
+        parent: Some(root.id),
+        ..tenant(2, &u)
+    };
+    let other = tenant(3, &u);
+    let s = session(f, &u, &root, &refresh(1, t0()).1).await;
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_tenant(&child).await.expect("child");
+    uow.insert_tenant(&other).await.expect("other");
+    assert!(
+        uow.set_tenant_status(root.id, TenantStatus::Blocked, t0())
+            .await
+            .expect("block")
+    );
+    let revoked_at = t0() + Duration::minutes(5);
+    assert!(uow.revoke_session(s.id, revoked_at).await.expect("revoke"));
+    let mut deleted = add_members_in(&mut *uow, &root, 4).await;
+    deleted.status = UserStatus::Deleted;
+    assert!(uow.update_user(&deleted).await.expect("delete"));
+    uow.commit().await.expect("commit");
+
+    let snap = f.feed.snapshot(revoked_at).await.expect("snapshot");
+    assert_eq!(snap.revoked_sessions, vec![s.id]);
+    assert_eq!(snap.inactive_users, vec![(deleted.id, UserStatus::Deleted)]);
+    let mut blocked = snap.blocked_tenants.clone();
+    blocked.sort();
+    let mut expected = vec![root.id, child.id];
+    expected.sort();
+    assert_eq!(
+        blocked, expected,
+        "a blocked tenant blocks its subtree, not its neighbours"
+    );
+    let later = f
+        .feed
+        .snapshot(revoked_at + Duration::seconds(1))
+        .await
+        .expect("snapshot");
+    assert!(
+        later.revoked_sessions.is_empty(),
+        "older revocations are left out"
+    );
+}
+
+async fn add_members_in(uow: &mut dyn iam_ports::UnitOfWork, t: &Tenant, n: u8) -> User {
+    let u = user(n);
+    uow.insert_user(&u, None).await.expect("user");
+    uow.insert_membership(&Membership {
+        tenant: t.id,
+        user: u.id,
+        roles: vec![],
+        created_at: t0(),
+    })
+    .await
+    .expect("membership");
+    u
 }

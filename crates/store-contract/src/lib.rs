@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use iam_ports::{KeyStore, Store};
+use iam_ports::{KeyStore, RevocationFeed, Store};
 
 pub mod cases;
 pub mod fixtures;
@@ -15,6 +15,7 @@ pub mod fixtures;
 pub struct Fixture {
     pub store: Arc<dyn Store>,
     pub keys: Arc<dyn KeyStore>,
+    pub feed: Arc<dyn RevocationFeed>,
     pub guard: Box<dyn Any + Send>,
 }
 
@@ -36,6 +37,11 @@ macro_rules! store_contract_tests {
             concurrent_rotations_have_one_winner,
             revoking_a_session,
             key_rotation_retires_and_purges,
+            users_update_and_list_by_tenant,
+            tenant_status_and_ancestors,
+            revoking_all_sessions_of_a_user,
+            feed_publishes_committed_revocations_only,
+            snapshot_reflects_revocations,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

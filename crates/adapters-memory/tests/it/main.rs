@@ -6,8 +6,10 @@ use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
 use iam_store_contract::Fixture;
 
 async fn fixture() -> Fixture {
+    let store = MemoryStore::new();
     Fixture {
-        store: Arc::new(MemoryStore::new()),
+        feed: Arc::new(store.clone()),
+        store: Arc::new(store),
         keys: Arc::new(MemoryKeyStore::new()),
         guard: Box::new(()),
     }

@@ -124,7 +124,7 @@ async fn the_in_memory_store_can_sign_with_a_key_from_a_pem_file() {
     let claims = two
         .app
         .auth
-        .verify(token["access_token"].as_str().expect("access"))
+        .authenticate(token["access_token"].as_str().expect("access"))
         .await
         .expect("the other instance verifies with the same key");
     assert_eq!(claims.roles, vec!["owner"]);

@@ -3,15 +3,18 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use futures::FutureExt as _;
 use iam_adapters_crypto::ManualClock;
 use iam_adapters_postgres::testing::TestDatabase;
-use iam_app::settings::{DatabaseSettings, HashSettings};
+use iam_app::settings::{DatabaseSettings, GrpcSettings, HashSettings};
 use iam_app::{App, Settings};
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "correct horse battery staple";
+/// The service credential test instances accept for IamService.
+pub const SERVICE_TOKEN: &str = "test-service-credential-0123456789abcdef";
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,17 +26,21 @@ pub enum Backend {
 /// A running service.
 pub struct TestApp {
     pub base: String,
+    /// `http://127.0.0.1:port` of the gRPC listener.
+    pub grpc: String,
     pub http: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub app: App,
     pub db: Option<Arc<TestDatabase>>,
     pub master_key: String,
     server: tokio::task::JoinHandle<()>,
+    grpc_server: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        self.grpc_server.abort();
     }
 }
 
@@ -54,6 +61,10 @@ pub fn test_settings(db: Option<&TestDatabase>, master_key: &str) -> Settings {
             migrate_on_start: false,
         }),
         master_key: Some(SecretString::from(master_key.to_owned())),
+        grpc: GrpcSettings {
+            service_tokens: vec![SecretString::from(SERVICE_TOKEN.to_owned())],
+            ..GrpcSettings::default()
+        },
         ..Settings::default()
     }
 }
@@ -103,8 +114,19 @@ pub async fn spawn_with(
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.expect("serve");
     });
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let grpc_addr = grpc_listener.local_addr().expect("addr");
+    let tls = iam_app::wiring::grpc_tls(&settings).expect("tls settings");
+    let grpc_server = tokio::spawn(
+        iam_app::wiring::serve_grpc(app.grpc.clone(), grpc_listener, tls, std::future::pending())
+            .map(|r| r.expect("grpc serves")),
+    );
     TestApp {
         base: format!("http://{addr}"),
+        grpc: format!("http://{grpc_addr}"),
+        grpc_server,
         http: reqwest::Client::new(),
         clock,
         app,
@@ -182,4 +204,69 @@ pub async fn problem(r: Response) -> (StatusCode, Value) {
             .is_some_and(|t| t.starts_with("urn:iam:problem:"))
     );
     (status, body)
+}
+
+/// gRPC clients for a running instance.
+pub mod rpc {
+    pub use iam_api_grpc::pb;
+    use pb::auth_service_client::AuthServiceClient;
+    use pb::iam_service_client::IamServiceClient;
+    use pb::tenant_hierarchy_service_client::TenantHierarchyServiceClient;
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::Channel;
+
+    use super::{SERVICE_TOKEN, TestApp};
+
+    pub async fn channel(app: &TestApp) -> Channel {
+        Channel::from_shared(app.grpc.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn auth(app: &TestApp) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(channel(app).await)
+    }
+
+    pub async fn tenants(app: &TestApp) -> TenantHierarchyServiceClient<Channel> {
+        TenantHierarchyServiceClient::new(channel(app).await)
+    }
+
+    type Interceptor =
+        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+    type WithCredential = InterceptedService<Channel, Interceptor>;
+
+    /// An IamService client presenting `credential` (none when `None`).
+    pub async fn iam_with(
+        app: &TestApp,
+        credential: Option<&'static str>,
+    ) -> IamServiceClient<WithCredential> {
+        let interceptor: Interceptor = Box::new(move |mut req: tonic::Request<()>| {
+            if let Some(c) = credential {
+                req.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {c}").parse().expect("ascii"),
+                );
+            }
+            Ok(req)
+        });
+        IamServiceClient::with_interceptor(channel(app).await, interceptor)
+    }
+
+    pub async fn iam(app: &TestApp) -> IamServiceClient<WithCredential> {
+        iam_with(app, Some(SERVICE_TOKEN)).await
+    }
+
+    /// ValidateToken's answer for `token`.
+    pub async fn validate(app: &TestApp, token: &str) -> pb::ValidateTokenResponse {
+        auth(app)
+            .await
+            .validate_token(pb::ValidateTokenRequest {
+                token: token.to_owned(),
+            })
+            .await
+            .expect("ValidateToken never fails for a bad token")
+            .into_inner()
+    }
 }

@@ -50,7 +50,7 @@ async fn a_key_made_by_another_instance_is_picked_up_on_first_sight() {
         .expect("login on b");
     let claims = a
         .auth
-        .verify(&pair.access_token)
+        .authenticate(&pair.access_token)
         .await
         .expect("a reloads and verifies");
     assert_eq!(claims.roles, vec!["owner"]);
@@ -68,7 +68,7 @@ async fn unknown_kid_reloads_are_rate_limited() {
     b.keys.rotate().await.expect("rotate");
     b.register("ada@example.com").await;
     let pair = b.login("ada@example.com", PASSWORD).await.expect("login");
-    let r = a.auth.verify(&pair.access_token).await;
+    let r = a.auth.authenticate(&pair.access_token).await;
     assert!(
         matches!(
             r,
@@ -78,7 +78,7 @@ async fn unknown_kid_reloads_are_rate_limited() {
     );
     a.clock.advance(Duration::seconds(6));
     a.auth
-        .verify(&pair.access_token)
+        .authenticate(&pair.access_token)
         .await
         .expect("after the interval");
 }

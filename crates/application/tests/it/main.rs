@@ -2,4 +2,5 @@
 
 mod auth;
 mod keys;
+mod management;
 mod support;

@@ -7,7 +7,10 @@ use iam_adapters_crypto::{
     AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, ManualClock, OsRandom,
 };
 use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
-use iam_application::{AuthService, KeyService, Ports, RegisterCommand};
+use iam_application::{
+    AuthService, KeyService, Ports, RegisterCommand, RevocationView, TenantService, TokenValidator,
+    UserService,
+};
 use iam_domain::{DisplayName, Email, Password, TokenPolicy};
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -21,6 +24,9 @@ const FAST: Argon2Config = Argon2Config {
 
 pub struct Harness {
     pub auth: AuthService,
+    pub users: UserService,
+    pub tenants: TenantService,
+    pub view: Arc<RevocationView>,
     pub keys: Arc<KeyService>,
     pub store: MemoryStore,
     pub key_store: Arc<MemoryKeyStore>,
@@ -70,19 +76,34 @@ impl Harness {
         ));
         keys.load_or_create().await.expect("keys");
         let store = MemoryStore::new();
-        let auth = AuthService::new(
-            Ports {
-                store: Arc::new(store.clone()),
-                hasher: hasher.clone(),
-                signer: signer.clone(),
-                clock: clock.clone(),
-                rng: Arc::new(OsRandom),
-            },
-            policy(),
+        let view = Arc::new(RevocationView::new(
+            Arc::new(store.clone()),
+            clock.clone(),
+            policy().access_ttl + policy().leeway,
+        ));
+        let validator = Arc::new(TokenValidator::new(
+            signer.clone(),
             keys.clone(),
-        );
+            policy(),
+            clock.clone(),
+            view.clone(),
+            1000,
+        ));
+        let ports = Ports {
+            store: Arc::new(store.clone()),
+            hasher: hasher.clone(),
+            signer: signer.clone(),
+            clock: clock.clone(),
+            rng: Arc::new(OsRandom),
+        };
+        let auth = AuthService::new(ports.clone(), policy(), validator);
+        let users = UserService::new(ports.clone(), view.clone());
+        let tenants = TenantService::new(ports, view.clone());
         Self {
             auth,
+            users,
+            tenants,
+            view,
             keys,
             store,
             key_store,

@@ -1,0 +1,123 @@
+//! AuthService: Login, Refresh, ValidateToken.
+
+use std::sync::Arc;
+
+use iam_application::{AuthService, TokenPair, Unauthenticated};
+use iam_domain::{AccessClaims, Audience, Email, Password};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{json_to_struct, tenant_id};
+use crate::pb::{self, auth_service_server};
+use crate::status::{self, invalid};
+
+/// The AuthService implementation.
+pub struct Auth {
+    auth: Arc<AuthService>,
+}
+
+impl Auth {
+    pub fn new(auth: Arc<AuthService>) -> Self {
+        Self { auth }
+    }
+}
+
+fn tokens(pair: TokenPair) -> pb::TokenResponse {
+    pb::TokenResponse {
+        access_token: pair.access_token,
+        token_type: "Bearer".into(),
+        expires_in: pair.expires_in,
+        refresh_token: pair.refresh_token.expose().to_owned(),
+        refresh_expires_in: pair.refresh_expires_in,
+        tenant_id: pair.tenant.to_string(),
+    }
+}
+
+fn reason(r: Unauthenticated) -> pb::RejectionReason {
+    match r {
+        Unauthenticated::Malformed => pb::RejectionReason::Malformed,
+        Unauthenticated::BadSignature => pb::RejectionReason::BadSignature,
+        Unauthenticated::Expired => pb::RejectionReason::Expired,
+        Unauthenticated::InvalidClaims => pb::RejectionReason::InvalidClaims,
+        Unauthenticated::Revoked => pb::RejectionReason::Revoked,
+        Unauthenticated::UserDisabled => pb::RejectionReason::UserDisabled,
+        Unauthenticated::TenantBlocked => pb::RejectionReason::TenantBlocked,
+    }
+}
+
+fn claims(c: &AccessClaims) -> pb::Claims {
+    pb::Claims {
+        sub: c.sub.to_string(),
+        tenant_id: c.tenant_id.to_string(),
+        roles: c.roles.clone(),
+        sid: c.sid.to_string(),
+        exp: c.exp,
+        iat: c.iat,
+        iss: c.iss.clone(),
+        aud: match &c.aud {
+            Audience::One(a) => vec![a.clone()],
+            Audience::Many(all) => all.clone(),
+        },
+        jti: c.jti.to_string(),
+        amr: c.amr.clone(),
+        custom: (!c.extra.is_empty()).then(|| json_to_struct(&c.extra)),
+    }
+}
+
+#[tonic::async_trait]
+impl auth_service_server::AuthService for Auth {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let req = request.into_inner();
+        let email = Email::parse(&req.email).map_err(|e| invalid("email", e))?;
+        let password = Password::presented(&req.password).map_err(|e| invalid("password", e))?;
+        let tenant = if req.tenant_id.is_empty() {
+            None
+        } else {
+            Some(tenant_id("tenant_id", &req.tenant_id)?)
+        };
+        let pair = self
+            .auth
+            .login(&email, &password, tenant)
+            .await
+            .map_err(status::auth)?;
+        Ok(Response::new(pb::LoginResponse {
+            tokens: Some(tokens(pair)),
+        }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let pair = self
+            .auth
+            .refresh(&request.into_inner().refresh_token)
+            .await
+            .map_err(status::auth)?;
+        Ok(Response::new(tokens(pair)))
+    }
+
+    async fn validate_token(
+        &self,
+        request: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        let token = request.into_inner().token;
+        let answer = match self.auth.validator().validate(&token).await {
+            Ok(valid) => pb::ValidateTokenResponse {
+                valid: true,
+                reason: pb::RejectionReason::Unspecified.into(),
+                reason_code: String::new(),
+                claims: Some(claims(&valid)),
+            },
+            Err(r) => pb::ValidateTokenResponse {
+                valid: false,
+                reason: reason(r).into(),
+                reason_code: r.to_string(),
+                claims: None,
+            },
+        };
+        Ok(Response::new(answer))
+    }
+}

@@ -1,0 +1,146 @@
+//! The in-process view of revocations that ValidateToken consults instead of the store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use chrono::Duration;
+use futures::StreamExt as _;
+use iam_domain::{SessionId, TenantId, Timestamp, UserId, UserStatus};
+use iam_ports::{
+    Clock, FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot, StoreError,
+};
+use tracing::{debug, warn};
+
+use crate::Unauthenticated;
+
+#[derive(Default)]
+struct State {
+    /// Revoked sessions and when we learnt of it (for pruning).
+    sessions: HashMap<SessionId, Timestamp>,
+    inactive_users: HashMap<UserId, UserStatus>,
+    blocked_tenants: HashSet<TenantId>,
+    inserts_since_prune: usize,
+}
+
+/// Revoked sessions, inactive users and effectively blocked tenants, kept current from the
+/// store's revocation feed (every instance's commits) and from this instance's own commits
+/// (applied at once, so a logout is honoured by the very next request).
+pub struct RevocationView {
+    state: RwLock<State>,
+    feed: Arc<dyn RevocationFeed>,
+    clock: Arc<dyn Clock>,
+    /// How long a revoked session must be remembered: its access tokens' lifetime plus leeway.
+    horizon: Duration,
+}
+
+/// How many revocations may accumulate before expired ones are pruned.
+const PRUNE_EVERY: usize = 1024;
+
+impl RevocationView {
+    /// An empty view; call [`RevocationView::refresh`] (or run [`RevocationView::follow`]) to fill it.
+    pub fn new(feed: Arc<dyn RevocationFeed>, clock: Arc<dyn Clock>, horizon: Duration) -> Self {
+        Self {
+            state: RwLock::default(),
+            feed,
+            clock,
+            horizon,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why a token of this session, user and tenant may not be used, if it may not.
+    pub fn check(
+        &self,
+        session: SessionId,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<(), Unauthenticated> {
+        // The most lasting cause first: disabling a user also revokes their sessions.
+        let state = self.read();
+        if state.inactive_users.contains_key(&user) {
+            return Err(Unauthenticated::UserDisabled);
+        }
+        if state.blocked_tenants.contains(&tenant) {
+            return Err(Unauthenticated::TenantBlocked);
+        }
+        if state.sessions.contains_key(&session) {
+            return Err(Unauthenticated::Revoked);
+        }
+        Ok(())
+    }
+
+    /// Whether the tenant is blocked, itself or through an ancestor.
+    pub fn tenant_blocked(&self, tenant: TenantId) -> bool {
+        self.read().blocked_tenants.contains(&tenant)
+    }
+
+    /// Applies an event this instance committed, or one heard on the feed. A tenant change needs
+    /// the subtree's effective statuses, so it is answered with a fresh snapshot.
+    pub async fn apply(&self, event: RevocationEvent) -> Result<(), StoreError> {
+        match event {
+            RevocationEvent::SessionRevoked(id) => {
+                let now = self.clock.now();
+                let mut state = self.write();
+                state.sessions.insert(id, now);
+                state.inserts_since_prune += 1;
+                if state.inserts_since_prune >= PRUNE_EVERY {
+                    let cutoff = now - self.horizon;
+                    state.sessions.retain(|_, at| *at >= cutoff);
+                    state.inserts_since_prune = 0;
+                }
+                Ok(())
+            }
+            RevocationEvent::UserStatus(id, UserStatus::Active) => {
+                self.write().inactive_users.remove(&id);
+                Ok(())
+            }
+            RevocationEvent::UserStatus(id, status) => {
+                self.write().inactive_users.insert(id, status);
+                Ok(())
+            }
+            RevocationEvent::TenantStatus(_) => self.refresh().await,
+        }
+    }
+
+    /// Replaces the view with a snapshot of the store.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let RevocationSnapshot {
+            revoked_sessions,
+            inactive_users,
+            blocked_tenants,
+        } = self.feed.snapshot(now - self.horizon).await?;
+        let mut state = self.write();
+        state.sessions = revoked_sessions.into_iter().map(|id| (id, now)).collect();
+        state.inactive_users = inactive_users.into_iter().collect();
+        state.blocked_tenants = blocked_tenants.into_iter().collect();
+        state.inserts_since_prune = 0;
+        Ok(())
+    }
+
+    /// Subscribes to the feed, takes a snapshot, then applies events until the store fails.
+    /// Returns only on error; the caller retries after a pause.
+    pub async fn follow(&self) -> Result<(), StoreError> {
+        let mut messages = self.feed.subscribe().await?;
+        self.refresh().await?;
+        debug!("following the revocation feed");
+        while let Some(message) = messages.next().await {
+            let applied = match message {
+                FeedMessage::Event(event) => self.apply(event).await,
+                FeedMessage::Resync => self.refresh().await,
+            };
+            if let Err(e) = applied {
+                warn!(error = %e, "revocation view could not apply the feed; resubscribing");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}

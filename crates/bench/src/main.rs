@@ -1,0 +1,28 @@
+//! `iam-bench`: load generators for the IAM service's hot paths. Each run measures its own
+//! references on the same machine, in the same process, with the same client, so that figures
+//! are comparable across machines.
+//!
+//! `iam-bench validate` drives gRPC ValidateToken over loopback.
+
+mod validate;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks for the IAM service's hot paths")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// ValidateToken over gRPC: references, then the service on several token mixes.
+    Validate(validate::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Validate(options) => validate::run(&options),
+    }
+}

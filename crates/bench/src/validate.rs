@@ -1,0 +1,432 @@
+//! ValidateToken under load, beside two references built from the same proto and client:
+//! a server answering a constant (the transport's ceiling) and a server doing exactly one ES256
+//! verification per call (the cost the token cache exists to avoid).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use iam_adapters_crypto::EcdsaSigner;
+use iam_api_grpc::pb::auth_service_client::AuthServiceClient;
+use iam_api_grpc::pb::auth_service_server::{AuthService, AuthServiceServer};
+use iam_api_grpc::pb::{self, RejectionReason};
+use iam_domain::{Email, KeyId, Password};
+use iam_ports::TokenSigner as _;
+use tokio::runtime::Runtime;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// Options of `iam-bench validate`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds each measurement lasts (after a warm-up of a third of that).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// HTTP/2 connections the client spreads its calls over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Distinct valid tokens in the pool scenario.
+    #[arg(long, default_value_t = 10_000)]
+    tokens: usize,
+    /// Worker threads of the servers' runtime.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+}
+
+/// Reference 1: the transport alone.
+struct Constant(pb::ValidateTokenResponse);
+
+/// Reference 2: one ES256 verification per call, no cache, no revocation checks.
+struct VerifyOnly(EcdsaSigner);
+
+#[tonic::async_trait]
+impl AuthService for Constant {
+    async fn login(
+        &self,
+        _: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        Err(Status::unimplemented("reference server"))
+    }
+    async fn refresh(
+        &self,
+        _: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        Err(Status::unimplemented("reference server"))
+    }
+    async fn validate_token(
+        &self,
+        _: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        Ok(Response::new(self.0.clone()))
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for VerifyOnly {
+    async fn login(
+        &self,
+        _: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        Err(Status::unimplemented("reference server"))
+    }
+    async fn refresh(
+        &self,
+        _: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        Err(Status::unimplemented("reference server"))
+    }
+    async fn validate_token(
+        &self,
+        request: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        Ok(Response::new(
+            match self.0.verify(&request.into_inner().token) {
+                Ok(c) => valid_answer(&c),
+                Err(_) => pb::ValidateTokenResponse {
+                    valid: false,
+                    reason: RejectionReason::BadSignature.into(),
+                    reason_code: "bad_signature".into(),
+                    claims: None,
+                },
+            },
+        ))
+    }
+}
+
+/// The same answer shape the service gives, so that the references encode as much.
+fn valid_answer(c: &iam_domain::AccessClaims) -> pb::ValidateTokenResponse {
+    pb::ValidateTokenResponse {
+        valid: true,
+        reason: RejectionReason::Unspecified.into(),
+        reason_code: String::new(),
+        claims: Some(pb::Claims {
+            sub: c.sub.to_string(),
+            tenant_id: c.tenant_id.to_string(),
+            roles: c.roles.clone(),
+            sid: c.sid.to_string(),
+            exp: c.exp,
+            iat: c.iat,
+            iss: c.iss.clone(),
+            aud: vec!["platform".into()],
+            jti: c.jti.to_string(),
+            amr: c.amr.clone(),
+            custom: None,
+        }),
+    }
+}
+
+async fn serve_on_loopback(routes: tonic::service::Routes) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(iam_app::wiring::serve_grpc(
+        routes,
+        listener,
+        None,
+        std::future::pending(),
+    ));
+    Ok(format!("http://{addr}"))
+}
+
+/// The tokens each scenario cycles through, with the validity expected of each.
+struct Mix {
+    name: String,
+    tokens: Vec<(String, bool)>,
+}
+
+struct Measured {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    wrong_answers: u64,
+    errors: u64,
+}
+
+async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<AuthServiceClient<Channel>>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let channel = Channel::from_shared(url.to_owned())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        out.push(AuthServiceClient::new(channel));
+    }
+    Ok(out)
+}
+
+/// Runs `concurrency` callers for warm-up plus `seconds`; with `rate`, callers are paced so that
+/// together they send `rate` calls per second (open loop), otherwise as fast as answers come.
+async fn drive(
+    clients: &[AuthServiceClient<Channel>],
+    mix: &Arc<Mix>,
+    concurrency: usize,
+    seconds: u64,
+    rate: Option<f64>,
+) -> Measured {
+    let warmup = Duration::from_secs(seconds.div_ceil(3));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let stop = measure_from + Duration::from_secs(seconds);
+    let wrong = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = clients[worker % clients.len()].clone();
+        let mix = mix.clone();
+        let (wrong, errors) = (wrong.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut pace = rate.map(|r| {
+                let period = Duration::from_secs_f64(concurrency as f64 / r);
+                let mut i = tokio::time::interval_at(
+                    tokio::time::Instant::now()
+                        + period.mul_f64(worker as f64 / concurrency as f64),
+                    period,
+                );
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                i
+            });
+            let mut i = worker.wrapping_mul(7919) % mix.tokens.len();
+            loop {
+                if let Some(p) = pace.as_mut() {
+                    p.tick().await;
+                }
+                let sent = Instant::now();
+                if sent >= stop {
+                    break;
+                }
+                let (token, expected) = &mix.tokens[i];
+                i = (i + 1) % mix.tokens.len();
+                let answer = client
+                    .validate_token(pb::ValidateTokenRequest {
+                        token: token.clone(),
+                    })
+                    .await;
+                let took = sent.elapsed();
+                if sent < measure_from {
+                    continue;
+                }
+                match answer {
+                    Ok(a) if a.get_ref().valid == *expected => {}
+                    Ok(_) => {
+                        wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let _ = hist.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1));
+            }
+            hist
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for task in tasks {
+        if let Ok(h) = task.await {
+            let _ = all.add(h);
+        }
+    }
+    Measured {
+        rps: all.len() as f64 / seconds as f64,
+        p50_us: all.value_at_quantile(0.50),
+        p99_us: all.value_at_quantile(0.99),
+        wrong_answers: wrong.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+fn forge(token: &str, n: usize) -> String {
+    // Changes one character well inside the signature: still well-formed, no longer valid.
+    let mut chars: Vec<char> = token.chars().collect();
+    let at = chars.len() - 5 - (n % 40);
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
+}
+
+/// `iam-bench validate`.
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.server_threads)
+        .enable_all()
+        .build()?;
+    let clients: Runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads)
+        .enable_all()
+        .build()?;
+
+    // One signing key for the service and the verify reference.
+    let signer = EcdsaSigner::new();
+    let kid = KeyId::parse("bench").context("kid")?;
+    let key = signer.generate(kid.clone())?;
+    signer.install(std::slice::from_ref(&key), &kid)?;
+    let dir = std::env::temp_dir().join(format!("iam-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let pem_path = dir.join("signing.pem");
+    std::fs::write(&pem_path, &key.private_pem)?;
+
+    println!(
+        "setting up: the service (in-memory store), two reference servers, {} tokens …",
+        o.tokens
+    );
+    let (urls, mixes) = servers.block_on(async {
+        let mut settings = iam_app::Settings::default();
+        settings.keys.pem_file = Some(pem_path.clone());
+        // Only the set-up signs in; hashing cost is not what this measures.
+        settings.password_hashing.memory_kib = 1024;
+        settings.password_hashing.parallelism = 1;
+        let app =
+            iam_app::wiring::build(&settings, Arc::new(iam_adapters_crypto::SystemClock)).await?;
+        let email = Email::parse("bench@example.com")?;
+        let password = Password::new("bench password, long enough")?;
+        app.auth
+            .register(iam_application_command(email.clone(), password.clone())?)
+            .await?;
+        let first = app.auth.login(&email, &password, None).await?;
+        let mut pool = vec![first.access_token.clone()];
+        let mut refresh = first.refresh_token;
+        while pool.len() < o.tokens {
+            let next = app.auth.refresh(refresh.expose()).await?;
+            pool.push(next.access_token.clone());
+            refresh = next.refresh_token;
+        }
+        let constant = valid_answer(
+            &signer
+                .verify(&pool[0])
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        let service = serve_on_loopback(app.grpc.clone()).await?;
+        let reference_constant = serve_on_loopback(tonic::service::Routes::new(
+            AuthServiceServer::new(Constant(constant)),
+        ))
+        .await?;
+        let verify_signer = EcdsaSigner::new();
+        verify_signer.install(std::slice::from_ref(&key), &kid)?;
+        let reference_verify = serve_on_loopback(tonic::service::Routes::new(
+            AuthServiceServer::new(VerifyOnly(verify_signer)),
+        ))
+        .await?;
+        // The app must outlive set-up: its background tasks serve the revocation view.
+        std::mem::forget(app);
+
+        let one = Mix {
+            name: "(a) one token, repeated".into(),
+            tokens: vec![(pool[0].clone(), true)],
+        };
+        let distinct = Mix {
+            name: format!("(b) {} distinct valid tokens", pool.len()),
+            tokens: pool.iter().map(|t| (t.clone(), true)).collect(),
+        };
+        let mut mixed = Vec::new();
+        for (n, t) in pool.iter().enumerate() {
+            match n % 4 {
+                0 | 1 => mixed.push((t.clone(), true)),
+                2 => mixed.push((forge(t, n), false)),
+                _ => mixed.push((format!("{}.not-a-token", &t[..20]), false)),
+            }
+        }
+        let mixed = Mix {
+            name: "(c) 50% valid, 25% forged, 25% malformed".into(),
+            tokens: mixed,
+        };
+        anyhow::Ok((
+            (service, reference_constant, reference_verify),
+            (one, distinct, mixed),
+        ))
+    })?;
+    let (service, reference_constant, reference_verify) = urls;
+    let (one, distinct, mixed) = (Arc::new(mixes.0), Arc::new(mixes.1), Arc::new(mixes.2));
+
+    println!(
+        "ValidateToken over gRPC on loopback: {} server threads, {} client threads, {} HTTP/2 connections, {} calls in flight, {} s per run (+{} s warm-up)\n",
+        o.server_threads,
+        o.client_threads,
+        o.connections,
+        o.concurrency,
+        o.seconds,
+        o.seconds.div_ceil(3)
+    );
+    println!(
+        "{:<52} {:>10} {:>8} {:>8}",
+        "run", "req/s", "p50 µs", "p99 µs"
+    );
+    let report = |name: &str, m: &Measured| {
+        println!("{name:<52} {:>10.0} {:>8} {:>8}", m.rps, m.p50_us, m.p99_us);
+        if m.wrong_answers + m.errors > 0 {
+            println!(
+                "    !! {} wrong answers, {} errors",
+                m.wrong_answers, m.errors
+            );
+        }
+    };
+    let run = |url: &str, mix: &Arc<Mix>, rate: Option<f64>| -> anyhow::Result<Measured> {
+        clients.block_on(async {
+            let c = channels(url, o.connections).await?;
+            anyhow::Ok(drive(&c, mix, o.concurrency, o.seconds, rate).await)
+        })
+    };
+
+    let ceiling = run(&reference_constant, &one, None)?;
+    report("reference: constant answer (transport ceiling)", &ceiling);
+    let verify = run(&reference_verify, &distinct, None)?;
+    report("reference: one ES256 verification per call", &verify);
+    let a = run(&service, &one, None)?;
+    report(&one.name, &a);
+    let b = run(&service, &distinct, None)?;
+    report(&distinct.name, &b);
+    let c = run(&service, &mixed, None)?;
+    report(&mixed.name, &c);
+    let half = a.rps / 2.0;
+    let paced = run(&service, &one, Some(half))?;
+    report(
+        &format!("(a) paced at half its maximum ({half:.0} req/s)"),
+        &paced,
+    );
+
+    println!();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let ra = a.rps / ceiling.rps;
+    let rb = b.rps / verify.rps;
+    println!(
+        "(a) {:>6.1}% of the transport ceiling          goal ≥ 90%: {}",
+        ra * 100.0,
+        verdict(ra >= 0.9)
+    );
+    println!(
+        "(b) {:>6.1}% of the verify-per-call reference  goal ≥ 90%: {}",
+        rb * 100.0,
+        verdict(rb >= 0.9)
+    );
+    println!(
+        "p99 at half of (a)'s maximum: {:.2} ms             goal < 2 ms: {}",
+        paced.p99_us as f64 / 1000.0,
+        verdict(paced.p99_us < 2000)
+    );
+    let bad: u64 = [&ceiling, &verify, &a, &b, &c, &paced]
+        .iter()
+        .map(|m| m.wrong_answers + m.errors)
+        .sum();
+    std::fs::remove_dir_all(&dir)?;
+    anyhow::ensure!(bad == 0, "{bad} calls were answered wrongly or failed");
+    Ok(())
+}
+
+fn iam_application_command(
+    email: Email,
+    password: Password,
+) -> anyhow::Result<iam_application::RegisterCommand> {
+    Ok(iam_application::RegisterCommand {
+        email,
+        password,
+        name: iam_domain::DisplayName::parse("Bench")?,
+        tenant_name: None,
+    })
+}
