@@ -14,6 +14,19 @@ pub(crate) struct InvalidRow {
     pub column: &'static str,
 }
 
+/// A row that a write needs is not there (the in-memory store's answer to the same call).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} does not exist")]
+pub(crate) struct Missing(pub &'static str);
+
+/// A value the domain allows but a column cannot hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{table}.{column} cannot hold the value")]
+pub(crate) struct OutOfRange {
+    pub table: &'static str,
+    pub column: &'static str,
+}
+
 /// Why a unit of work refuses to go on.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UnitError {
@@ -54,6 +67,9 @@ fn conflict_for(constraint: &str) -> Option<&'static str> {
         "sessions_pkey" => "session",
         "refresh_tokens_pkey" => "refresh token",
         "signing_keys_pkey" | "signing_keys_one_active" => "key",
+        "mfa_enrolments_pkey" => "mfa enrolment",
+        "recovery_codes_pkey" => "recovery code",
+        "mfa_challenges_pkey" => "mfa challenge",
         _ => return None,
     })
 }
@@ -82,6 +98,9 @@ mod tests {
             ("refresh_tokens_pkey", Some("refresh token")),
             ("signing_keys_pkey", Some("key")),
             ("signing_keys_one_active", Some("key")),
+            ("mfa_enrolments_pkey", Some("mfa enrolment")),
+            ("recovery_codes_pkey", Some("recovery code")),
+            ("mfa_challenges_pkey", Some("mfa challenge")),
             ("something_else", None),
         ] {
             assert_eq!(conflict_for(constraint), expected, "{constraint}");

@@ -1,7 +1,7 @@
 //! The IAM store ports on PostgreSQL: [`PostgresStore`] (units of work over users, tenants,
-//! memberships and sessions, and the revocation feed: `RevocationFeed` is implemented on the
-//! store itself), [`PostgresKeyStore`] (signing keys), and [`migrate`], which applies the schema
-//! in `migrations/` (embedded at build time).
+//! memberships, sessions and second factors, and the revocation feed: `RevocationFeed` is
+//! implemented on the store itself), [`PostgresKeyStore`] (signing keys), and [`migrate`], which
+//! applies the schema in `migrations/` (embedded at build time).
 //!
 //! Invariant: this is the only crate that knows diesel, diesel-async and deadpool. Nothing of
 //! theirs appears in its public API; rows and connections stay inside, and every failure leaves

@@ -2,6 +2,8 @@
 //! round trip unless its doc says otherwise. Everything is diesel's DSL, which caches its
 //! prepared statements per connection, except what the DSL cannot express (the rotation and the
 //! recursive queries), which are hand-written fragments with static query ids, cached alike.
+//! The one statement that is not cached is the multi-row insert of recovery codes; see
+//! [`replace_recovery_codes`].
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -9,17 +11,24 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use iam_domain::{
-    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    TenantStatus, Timestamp, User, UserId, UserStatus,
+    Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
+    SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
+    UserStatus,
 };
 use iam_ports::{
     NewRefreshToken, RevocationSnapshot, Rotation, StoreError, UserFilter, UserRecord,
 };
 use uuid::Uuid;
 
-use crate::error::{from_diesel, invalid};
-use crate::rows::{MembershipRow, RefreshStateRow, RefreshStatus, SessionRow, TenantRow, UserRow};
-use crate::schema::{memberships, refresh_tokens, sessions, tenants, users};
+use crate::error::{Missing, OutOfRange, from_diesel, invalid};
+use crate::rows::{
+    MembershipRow, MfaChallengeRow, MfaEnrolmentRow, RecoveryCodeRow, RefreshStateRow,
+    RefreshStatus, SessionRow, TenantRow, UserRow,
+};
+use crate::schema::{
+    memberships, mfa_challenges, mfa_enrolments, recovery_codes, refresh_tokens, sessions, tenants,
+    users,
+};
 
 type Conn = AsyncPgConnection;
 
@@ -416,17 +425,26 @@ pub(crate) async fn revoke_session(
 }
 
 /// Two round trips, sessions first like [`revoke_session`]. Returns the sessions this call
-/// revoked. The tokens of every session of the user are swept, not only of those: once all of
-/// them are revoked, any live token left is a straggler.
+/// revoked: every unrevoked one of the user but `except`. Then the live tokens of all the
+/// user's revoked sessions are swept, not only of those: any live token of a revoked family is
+/// a straggler. The sweep goes by `revoked_at`, not by "all but `except`", so that it spares the
+/// kept session's token and any session committed since the first statement's snapshot.
 pub(crate) async fn revoke_user_sessions(
     conn: &mut Conn,
     user: UserId,
+    except: Option<SessionId>,
     at: Timestamp,
 ) -> Result<Vec<SessionId>, StoreError> {
+    // `IS DISTINCT FROM` a NULL keeps every row, so both cases share one prepared statement.
     let revoked = diesel::update(
         sessions::table
             .filter(sessions::user_id.eq(user.as_uuid()))
-            .filter(sessions::revoked_at.is_null()),
+            .filter(sessions::revoked_at.is_null())
+            .filter(
+                sessions::id
+                    .nullable()
+                    .is_distinct_from(except.map(|id| id.as_uuid())),
+            ),
     )
     .set(sessions::revoked_at.eq(at))
     .returning(sessions::id)
@@ -439,6 +457,7 @@ pub(crate) async fn revoke_user_sessions(
                 refresh_tokens::session_id.eq_any(
                     sessions::table
                         .filter(sessions::user_id.eq(user.as_uuid()))
+                        .filter(sessions::revoked_at.is_not_null())
                         .select(sessions::id),
                 ),
             )
@@ -449,6 +468,223 @@ pub(crate) async fn revoke_user_sessions(
     .await
     .map_err(from_diesel)?;
     Ok(revoked.into_iter().map(SessionId::from_uuid).collect())
+}
+
+pub(crate) async fn mfa(conn: &mut Conn, user: UserId) -> Result<Option<MfaEnrolment>, StoreError> {
+    Ok(mfa_enrolments::table
+        .find(user.as_uuid())
+        .select(MfaEnrolmentRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(MfaEnrolment::from))
+}
+
+/// Creates or replaces the enrolment, every field from `enrolment`.
+pub(crate) async fn put_mfa(conn: &mut Conn, enrolment: &MfaEnrolment) -> Result<(), StoreError> {
+    use diesel::upsert::excluded;
+
+    diesel::insert_into(mfa_enrolments::table)
+        .values((
+            mfa_enrolments::user_id.eq(enrolment.user.as_uuid()),
+            mfa_enrolments::sealed_secret.eq(enrolment.sealed_secret.as_slice()),
+            mfa_enrolments::created_at.eq(enrolment.created_at),
+            mfa_enrolments::confirmed_at.eq(enrolment.confirmed_at),
+            mfa_enrolments::last_used_step.eq(enrolment.last_used_step),
+        ))
+        .on_conflict(mfa_enrolments::user_id)
+        .do_update()
+        .set((
+            mfa_enrolments::sealed_secret.eq(excluded(mfa_enrolments::sealed_secret)),
+            mfa_enrolments::created_at.eq(excluded(mfa_enrolments::created_at)),
+            mfa_enrolments::confirmed_at.eq(excluded(mfa_enrolments::confirmed_at)),
+            mfa_enrolments::last_used_step.eq(excluded(mfa_enrolments::last_used_step)),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+/// Two round trips: the enrolment, then the codes (parent before child, as revocations take
+/// sessions before tokens). Whether there was an enrolment.
+pub(crate) async fn delete_mfa(conn: &mut Conn, user: UserId) -> Result<bool, StoreError> {
+    let enrolments = diesel::delete(mfa_enrolments::table.find(user.as_uuid()))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user.as_uuid())))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(enrolments > 0)
+}
+
+/// The replay guard. Concurrent calls for one user queue on the enrolment's row lock; under
+/// READ COMMITTED a waiter re-checks the condition against the row the winner committed, so of
+/// two presentations of one code exactly one gets `true`.
+pub(crate) async fn advance_totp_step(
+    conn: &mut Conn,
+    user: UserId,
+    step: i64,
+) -> Result<bool, StoreError> {
+    let advanced = diesel::update(
+        mfa_enrolments::table.find(user.as_uuid()).filter(
+            mfa_enrolments::last_used_step
+                .is_null()
+                .or(mfa_enrolments::last_used_step.lt(step)),
+        ),
+    )
+    .set(mfa_enrolments::last_used_step.eq(step))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    Ok(advanced > 0)
+}
+
+/// Two round trips: the old codes go, then the new ones arrive in one multi-row insert. A
+/// multi-row insert is not a cached statement in diesel (its text depends on the row count);
+/// codes are replaced rarely enough for the extra parse not to matter. An empty set costs a
+/// lookup instead, so that an unknown user fails as the insert's foreign key would make it.
+pub(crate) async fn replace_recovery_codes(
+    conn: &mut Conn,
+    user: UserId,
+    codes: &[StoredRecoveryCode],
+) -> Result<(), StoreError> {
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user.as_uuid())))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    if codes.is_empty() {
+        let exists = diesel::select(diesel::dsl::exists(users::table.find(user.as_uuid())))
+            .get_result::<bool>(conn)
+            .await
+            .map_err(from_diesel)?;
+        return if exists {
+            Ok(())
+        } else {
+            Err(StoreError::Unexpected(Box::new(Missing("user"))))
+        };
+    }
+    let rows: Vec<_> = codes
+        .iter()
+        .map(|c| {
+            (
+                recovery_codes::user_id.eq(user.as_uuid()),
+                recovery_codes::lookup.eq(c.lookup.as_str()),
+                recovery_codes::hash.eq(c.hash.as_str()),
+                recovery_codes::created_at.eq(c.created_at),
+                recovery_codes::used_at.eq(c.used_at),
+            )
+        })
+        .collect();
+    diesel::insert_into(recovery_codes::table)
+        .values(rows)
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+/// Every code of the user, in lookup order.
+pub(crate) async fn recovery_codes(
+    conn: &mut Conn,
+    user: UserId,
+) -> Result<Vec<StoredRecoveryCode>, StoreError> {
+    Ok(recovery_codes::table
+        .filter(recovery_codes::user_id.eq(user.as_uuid()))
+        .order(recovery_codes::lookup)
+        .select(RecoveryCodeRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(StoredRecoveryCode::from)
+        .collect())
+}
+
+/// Single use under concurrency for the reason given at [`advance_totp_step`].
+pub(crate) async fn use_recovery_code(
+    conn: &mut Conn,
+    user: UserId,
+    lookup: &str,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let used = diesel::update(
+        recovery_codes::table
+            .find((user.as_uuid(), lookup))
+            .filter(recovery_codes::used_at.is_null()),
+    )
+    .set(recovery_codes::used_at.eq(at))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    Ok(used > 0)
+}
+
+pub(crate) async fn insert_mfa_challenge(
+    conn: &mut Conn,
+    challenge: &MfaChallenge,
+) -> Result<(), StoreError> {
+    let attempts = i32::try_from(challenge.attempts).map_err(|_| {
+        StoreError::Unexpected(Box::new(OutOfRange {
+            table: "mfa_challenges",
+            column: "attempts",
+        }))
+    })?;
+    diesel::insert_into(mfa_challenges::table)
+        .values((
+            mfa_challenges::token_hash.eq(challenge.token_hash.as_slice()),
+            mfa_challenges::user_id.eq(challenge.user.as_uuid()),
+            mfa_challenges::tenant_id.eq(challenge.tenant.as_uuid()),
+            mfa_challenges::amr.eq(&challenge.amr),
+            mfa_challenges::expires_at.eq(challenge.expires_at),
+            mfa_challenges::attempts.eq(attempts),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+/// One statement: spends an attempt of a live challenge and returns it as it now stands.
+/// Concurrent takes queue on the row lock and each re-checks `attempts < max` against the row
+/// the one before committed, so no more than `max_attempts` ever succeed.
+pub(crate) async fn take_mfa_attempt(
+    conn: &mut Conn,
+    token_hash: &[u8; 32],
+    now: Timestamp,
+    max_attempts: u32,
+) -> Result<Option<MfaChallenge>, StoreError> {
+    // The column is an integer; a cap beyond it caps nothing the column can hold.
+    let max = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+    diesel::update(
+        mfa_challenges::table
+            .find(token_hash.as_slice())
+            .filter(mfa_challenges::expires_at.gt(now))
+            .filter(mfa_challenges::attempts.lt(max)),
+    )
+    .set(mfa_challenges::attempts.eq(mfa_challenges::attempts + 1))
+    .returning(MfaChallengeRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+    .map_err(from_diesel)?
+    .map(MfaChallenge::try_from)
+    .transpose()
+}
+
+/// Whether there was such a challenge, live or not.
+pub(crate) async fn consume_mfa_challenge(
+    conn: &mut Conn,
+    token_hash: &[u8; 32],
+) -> Result<bool, StoreError> {
+    let deleted = diesel::delete(mfa_challenges::table.find(token_hash.as_slice()))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(deleted > 0)
 }
 
 /// Three statements, meant for one REPEATABLE READ transaction so that they agree.

@@ -4,14 +4,18 @@
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use iam_domain::{
-    DisplayName, Email, KeyId, Membership, PasswordHash, RoleName, Session, SessionId, Tenant,
-    TenantId, TenantName, TenantStatus, Timestamp, User, UserId, UserStatus,
+    DisplayName, Email, KeyId, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RoleName,
+    Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantName, TenantStatus, Timestamp,
+    User, UserId, UserStatus,
 };
 use iam_ports::{StoreError, StoredKey, UserRecord};
 use uuid::Uuid;
 
 use crate::error::invalid;
-use crate::schema::{memberships, sessions, signing_keys, tenants, users};
+use crate::schema::{
+    memberships, mfa_challenges, mfa_enrolments, recovery_codes, sessions, signing_keys, tenants,
+    users,
+};
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(Pg))]
@@ -198,6 +202,78 @@ impl TryFrom<SigningKeyRow> for StoredKey {
     }
 }
 
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = mfa_enrolments, check_for_backend(Pg))]
+pub(crate) struct MfaEnrolmentRow {
+    pub user_id: Uuid,
+    pub sealed_secret: Vec<u8>,
+    pub created_at: Timestamp,
+    pub confirmed_at: Option<Timestamp>,
+    pub last_used_step: Option<i64>,
+}
+
+impl From<MfaEnrolmentRow> for MfaEnrolment {
+    fn from(row: MfaEnrolmentRow) -> Self {
+        Self {
+            user: UserId::from_uuid(row.user_id),
+            sealed_secret: row.sealed_secret,
+            created_at: row.created_at,
+            confirmed_at: row.confirmed_at,
+            last_used_step: row.last_used_step,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = recovery_codes, check_for_backend(Pg))]
+pub(crate) struct RecoveryCodeRow {
+    pub lookup: String,
+    pub hash: String,
+    pub created_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+impl From<RecoveryCodeRow> for StoredRecoveryCode {
+    fn from(row: RecoveryCodeRow) -> Self {
+        Self {
+            lookup: row.lookup,
+            hash: PasswordHash::from_phc(row.hash),
+            created_at: row.created_at,
+            used_at: row.used_at,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = mfa_challenges, check_for_backend(Pg))]
+pub(crate) struct MfaChallengeRow {
+    pub token_hash: Vec<u8>,
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub amr: Vec<String>,
+    pub expires_at: Timestamp,
+    pub attempts: i32,
+}
+
+impl TryFrom<MfaChallengeRow> for MfaChallenge {
+    type Error = StoreError;
+
+    fn try_from(row: MfaChallengeRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            token_hash: row
+                .token_hash
+                .try_into()
+                .map_err(|_| invalid("mfa_challenges", "token_hash"))?,
+            user: UserId::from_uuid(row.user_id),
+            tenant: TenantId::from_uuid(row.tenant_id),
+            amr: row.amr,
+            expires_at: row.expires_at,
+            attempts: u32::try_from(row.attempts)
+                .map_err(|_| invalid("mfa_challenges", "attempts"))?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +363,44 @@ mod tests {
             StoredKey::try_from(k),
             Err(StoreError::Unexpected(_))
         ));
+    }
+
+    #[test]
+    fn bad_challenges_are_unexpected() {
+        let row = || MfaChallengeRow {
+            token_hash: vec![1; 32],
+            user_id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            amr: vec!["pwd".into()],
+            expires_at: Timestamp::UNIX_EPOCH,
+            attempts: 2,
+        };
+        let good = MfaChallenge::try_from(row()).expect("valid");
+        assert_eq!((good.token_hash, good.attempts), ([1; 32], 2));
+        for (column, bad) in [
+            (
+                "token_hash",
+                MfaChallengeRow {
+                    token_hash: vec![1; 31],
+                    ..row()
+                },
+            ),
+            (
+                "attempts",
+                MfaChallengeRow {
+                    attempts: -1,
+                    ..row()
+                },
+            ),
+        ] {
+            let err = MfaChallenge::try_from(bad).expect_err(column);
+            let StoreError::Unexpected(source) = &err else {
+                panic!("{column}: {err:?}");
+            };
+            assert_eq!(
+                source.to_string(),
+                format!("stored mfa_challenges.{column} is not valid")
+            );
+        }
     }
 }

@@ -66,6 +66,37 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mfa_enrolments (user_id) {
+        user_id -> Uuid,
+        sealed_secret -> Bytea,
+        created_at -> Timestamptz,
+        confirmed_at -> Nullable<Timestamptz>,
+        last_used_step -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    recovery_codes (user_id, lookup) {
+        user_id -> Uuid,
+        lookup -> Text,
+        hash -> Text,
+        created_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    mfa_challenges (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        tenant_id -> Uuid,
+        amr -> Array<Text>,
+        expires_at -> Timestamptz,
+        attempts -> Integer,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, sessions);
 diesel::joinable!(memberships -> users (user_id));

@@ -14,12 +14,12 @@
 use async_trait::async_trait;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use iam_domain::{
-    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    TenantStatus, Timestamp, User, UserId,
+    Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
+    SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
 };
 use iam_ports::{
-    NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError, TenantRepo, UnitOfWork,
-    UserFilter, UserRecord, UserRepo,
+    MfaRepo, NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError, TenantRepo,
+    UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 
 use crate::error::{UnitError, from_diesel};
@@ -261,14 +261,95 @@ impl SessionRepo for PgUnit {
     async fn revoke_user_sessions(
         &mut self,
         user: UserId,
+        except: Option<SessionId>,
         at: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
         let conn = self.enter()?;
-        let result = queries::revoke_user_sessions(conn, user, at).await;
+        let result = queries::revoke_user_sessions(conn, user, except, at).await;
         let revoked = self.leave(result)?;
         self.events
             .extend(revoked.iter().copied().map(RevocationEvent::SessionRevoked));
         Ok(revoked)
+    }
+}
+
+#[async_trait]
+impl MfaRepo for PgUnit {
+    async fn mfa(&mut self, user: UserId) -> Result<Option<MfaEnrolment>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::mfa(conn, user).await;
+        self.leave(result)
+    }
+
+    async fn put_mfa(&mut self, enrolment: &MfaEnrolment) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::put_mfa(conn, enrolment).await;
+        self.leave(result)
+    }
+
+    async fn delete_mfa(&mut self, user: UserId) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::delete_mfa(conn, user).await;
+        self.leave(result)
+    }
+
+    async fn advance_totp_step(&mut self, user: UserId, step: i64) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::advance_totp_step(conn, user, step).await;
+        self.leave(result)
+    }
+
+    async fn replace_recovery_codes(
+        &mut self,
+        user: UserId,
+        codes: &[StoredRecoveryCode],
+    ) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::replace_recovery_codes(conn, user, codes).await;
+        self.leave(result)
+    }
+
+    async fn recovery_codes(
+        &mut self,
+        user: UserId,
+    ) -> Result<Vec<StoredRecoveryCode>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::recovery_codes(conn, user).await;
+        self.leave(result)
+    }
+
+    async fn use_recovery_code(
+        &mut self,
+        user: UserId,
+        lookup: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::use_recovery_code(conn, user, lookup, at).await;
+        self.leave(result)
+    }
+
+    async fn insert_mfa_challenge(&mut self, challenge: &MfaChallenge) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_mfa_challenge(conn, challenge).await;
+        self.leave(result)
+    }
+
+    async fn take_mfa_attempt(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::take_mfa_attempt(conn, token_hash, now, max_attempts).await;
+        self.leave(result)
+    }
+
+    async fn consume_mfa_challenge(&mut self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::consume_mfa_challenge(conn, token_hash).await;
+        self.leave(result)
     }
 }
 

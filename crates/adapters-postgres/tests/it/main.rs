@@ -10,13 +10,14 @@ use futures::stream::BoxStream;
 use iam_adapters_postgres::testing::TestDatabase;
 use iam_adapters_postgres::{LISTENER_APPLICATION_NAME, PgConfig, PostgresStore, migrate};
 use iam_domain::{
-    Membership, RefreshToken, Session, SessionId, Tenant, TenantStatus, User, UserStatus,
+    Membership, MfaChallenge, MfaEnrolment, RecoveryCode, RefreshToken, Session, SessionId,
+    StoredRecoveryCode, Tenant, TenantStatus, TotpSecret, User, UserStatus,
 };
 use iam_ports::{
     FeedMessage, NewRefreshToken, RevocationEvent, RevocationFeed, Rotation, Store, StoreError,
 };
 use iam_store_contract::Fixture;
-use iam_store_contract::fixtures::{t0, tenant, user};
+use iam_store_contract::fixtures::{hash, t0, tenant, user};
 
 fn config(url: &str, max_connections: usize) -> PgConfig {
     PgConfig {
@@ -198,7 +199,11 @@ async fn migrate_applies_everything_to_an_empty_database() {
     }
     assert_eq!(
         migrate(&db.url).await.expect("migrate"),
-        vec!["00000000000001".to_owned(), "00000000000002".to_owned()]
+        vec![
+            "00000000000001".to_owned(),
+            "00000000000002".to_owned(),
+            "00000000000003".to_owned()
+        ]
     );
     assert!(migrate(&db.url).await.expect("migrate again").is_empty());
     let store = PostgresStore::connect(&config(&db.url, 1))
@@ -715,7 +720,7 @@ async fn only_changes_are_published() {
     };
     assert!(uow.update_user(&renamed).await.expect("update"));
     assert!(
-        uow.revoke_user_sessions(u.id, t0())
+        uow.revoke_user_sessions(u.id, None, t0())
             .await
             .expect("revoke all")
             .is_empty()
@@ -743,7 +748,10 @@ async fn a_large_revocation_arrives_whole_and_in_order() {
     let mut stream = store.subscribe().await.expect("subscribe");
 
     let mut uow = store.begin().await.expect("begin");
-    let revoked = uow.revoke_user_sessions(u.id, t0()).await.expect("revoke");
+    let revoked = uow
+        .revoke_user_sessions(u.id, None, t0())
+        .await
+        .expect("revoke");
     assert_eq!(revoked.len(), 200);
     // The same 100 status events twice over, so that two payloads of the transaction carry
     // identical events; PostgreSQL would deliver identical payloads only once.
@@ -999,4 +1007,406 @@ async fn a_subscriber_that_falls_behind_gets_a_resync_not_unbounded_buffering() 
         }
         assert_eq!(message, flooded);
     }
+}
+
+// Second factors: what only PostgreSQL can get wrong, which is mostly concurrency.
+
+fn enrolment(u: &User, sealed_secret: Vec<u8>) -> MfaEnrolment {
+    MfaEnrolment {
+        user: u.id,
+        sealed_secret,
+        created_at: t0(),
+        confirmed_at: Some(t0()),
+        last_used_step: None,
+    }
+}
+
+fn challenge(u: &User, t: &Tenant, n: u8) -> MfaChallenge {
+    MfaChallenge {
+        token_hash: [n; 32],
+        user: u.id,
+        tenant: t.id,
+        amr: vec!["pwd".into()],
+        expires_at: t0() + chrono::Duration::minutes(5),
+        attempts: 0,
+    }
+}
+
+fn stored_code(lookup: &str) -> StoredRecoveryCode {
+    StoredRecoveryCode {
+        lookup: lookup.to_owned(),
+        hash: hash(),
+        created_at: t0(),
+        used_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_totp_step_is_accepted_once_under_concurrency() {
+    let db = TestDatabase::new().await;
+    let store = Arc::new(
+        PostgresStore::connect(&config(&db.url, 4))
+            .await
+            .expect("connect"),
+    );
+    let (u, _) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    uow.put_mfa(&enrolment(&u, vec![1; 48])).await.expect("put");
+    uow.commit().await.expect("commit");
+
+    // The first unit accepts step 100 but has not committed; the second presents the same code
+    // and must queue behind it, then see the step as used.
+    let mut first = store.begin().await.expect("begin");
+    assert!(first.advance_totp_step(u.id, 100).await.expect("advance"));
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut uow = store.begin().await.expect("begin");
+            let accepted = uow.advance_totp_step(u.id, 100).await.expect("advance");
+            uow.commit().await.expect("commit");
+            accepted
+        }
+    });
+    until_a_statement_waits_on_a_lock(&db.url).await;
+    first.commit().await.expect("commit");
+    assert!(
+        !second.await.expect("task"),
+        "the replayed code was accepted"
+    );
+
+    // A free-for-all on the next step: exactly one winner.
+    let mut racers = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        racers.push(tokio::spawn(async move {
+            let mut uow = store.begin().await.expect("begin");
+            let accepted = uow.advance_totp_step(u.id, 101).await.expect("advance");
+            uow.commit().await.expect("commit");
+            accepted
+        }));
+    }
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.expect("task"));
+    }
+    assert_eq!(winners, 1);
+    let mut uow = store.begin().await.expect("begin");
+    let stored = uow.mfa(u.id).await.expect("get").expect("enrolled");
+    assert_eq!(stored.last_used_step, Some(101));
+    uow.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_code_is_used_once_under_concurrency() {
+    let db = TestDatabase::new().await;
+    let store = Arc::new(
+        PostgresStore::connect(&config(&db.url, 4))
+            .await
+            .expect("connect"),
+    );
+    let (u, _) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    uow.replace_recovery_codes(u.id, &[stored_code("AAAA"), stored_code("BBBB")])
+        .await
+        .expect("codes");
+    uow.commit().await.expect("commit");
+
+    let at = t0() + chrono::Duration::hours(1);
+    let mut first = store.begin().await.expect("begin");
+    assert!(
+        first
+            .use_recovery_code(u.id, "AAAA", at)
+            .await
+            .expect("use")
+    );
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut uow = store.begin().await.expect("begin");
+            let used = uow.use_recovery_code(u.id, "AAAA", at).await.expect("use");
+            uow.commit().await.expect("commit");
+            used
+        }
+    });
+    until_a_statement_waits_on_a_lock(&db.url).await;
+    first.commit().await.expect("commit");
+    assert!(!second.await.expect("task"), "the code was used twice");
+
+    let mut racers = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        racers.push(tokio::spawn(async move {
+            let mut uow = store.begin().await.expect("begin");
+            let used = uow.use_recovery_code(u.id, "BBBB", at).await.expect("use");
+            uow.commit().await.expect("commit");
+            used
+        }));
+    }
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.expect("task"));
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_attempts_at_a_challenge_are_capped() {
+    const TAKERS: usize = 10;
+    const MAX: u32 = 5;
+    let db = TestDatabase::new().await;
+    let store = Arc::new(
+        PostgresStore::connect(&config(&db.url, TAKERS))
+            .await
+            .expect("connect"),
+    );
+    let (u, t) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_mfa_challenge(&challenge(&u, &t, 7))
+        .await
+        .expect("challenge");
+    uow.commit().await.expect("commit");
+
+    // Every unit is open before any of them takes, so the takes overlap.
+    let barrier = Arc::new(tokio::sync::Barrier::new(TAKERS));
+    let mut takers = Vec::new();
+    for _ in 0..TAKERS {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        takers.push(tokio::spawn(async move {
+            let mut uow = store.begin().await.expect("begin");
+            barrier.wait().await;
+            let taken = uow
+                .take_mfa_attempt(&[7; 32], t0(), MAX)
+                .await
+                .expect("take");
+            uow.commit().await.expect("commit");
+            taken
+        }));
+    }
+    let mut attempts = Vec::new();
+    for taker in takers {
+        if let Some(c) = taker.await.expect("task") {
+            assert_eq!((c.user, c.tenant), (u.id, t.id));
+            attempts.push(c.attempts);
+        }
+    }
+    attempts.sort_unstable();
+    assert_eq!(
+        attempts,
+        (1..=MAX).collect::<Vec<_>>(),
+        "each attempt counted once"
+    );
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(
+        uow.take_mfa_attempt(&[7; 32], t0(), MAX)
+            .await
+            .expect("take"),
+        None
+    );
+    uow.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_mfa_rows_are_conflicts() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, t) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_mfa_challenge(&challenge(&u, &t, 1))
+        .await
+        .expect("challenge");
+    let dup = uow.insert_mfa_challenge(&challenge(&u, &t, 1)).await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict("mfa challenge"))),
+        "{dup:?}"
+    );
+    uow.rollback().await.expect("rollback");
+
+    let mut uow = store.begin().await.expect("begin");
+    let dup = uow
+        .replace_recovery_codes(u.id, &[stored_code("AAAA"), stored_code("AAAA")])
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict("recovery code"))),
+        "{dup:?}"
+    );
+    uow.rollback().await.expect("rollback");
+
+    // Writes for a user who does not exist fail, as in the in-memory store.
+    let nobody = user(9);
+    let mut uow = store.begin().await.expect("begin");
+    let orphan = uow.put_mfa(&enrolment(&nobody, vec![1])).await;
+    assert!(
+        matches!(orphan, Err(StoreError::Unexpected(_))),
+        "{orphan:?}"
+    );
+    uow.rollback().await.expect("rollback");
+    for codes in [vec![], vec![stored_code("AAAA")]] {
+        let mut uow = store.begin().await.expect("begin");
+        let orphan = uow.replace_recovery_codes(nobody.id, &codes).await;
+        assert!(
+            matches!(orphan, Err(StoreError::Unexpected(_))),
+            "{orphan:?}"
+        );
+        uow.rollback().await.expect("rollback");
+    }
+}
+
+/// A stand-in for the application's sealer: the adapter sees only its output.
+fn seal(secret: &TotpSecret) -> Vec<u8> {
+    let mut sealed = vec![1];
+    sealed.extend(
+        secret
+            .expose()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ 0x5c ^ (i as u8)),
+    );
+    sealed.extend([0xAA; 16]);
+    sealed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_sealed_secrets_and_code_hashes_are_stored() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, _) = seed(&store).await;
+    let secret = TotpSecret::from_bytes((1..=20).collect());
+    let sealed = seal(&secret);
+    let code = RecoveryCode::from_random([0xA5; 10]);
+    let mut uow = store.begin().await.expect("begin");
+    uow.put_mfa(&enrolment(&u, sealed.clone()))
+        .await
+        .expect("put");
+    uow.replace_recovery_codes(u.id, &[stored_code(code.lookup())])
+        .await
+        .expect("codes");
+    uow.commit().await.expect("commit");
+
+    let columns = raw_rows(
+        &db.url,
+        "SELECT convert_to(string_agg(column_name, ',' ORDER BY ordinal_position), 'UTF8') \
+         AS value FROM information_schema.columns WHERE table_name = 'mfa_enrolments'",
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&columns[0]),
+        "user_id,sealed_secret,created_at,confirmed_at,last_used_step"
+    );
+    let stored = raw_rows(&db.url, "SELECT sealed_secret AS value FROM mfa_enrolments").await;
+    assert_eq!(stored, vec![sealed], "the sealed bytes, as given");
+
+    let hex: String = secret.expose().iter().map(|b| format!("{b:02x}")).collect();
+    for (table, what) in [
+        ("mfa_enrolments", vec![hex.clone(), secret.base32()]),
+        ("recovery_codes", vec![code.secret()[4..].to_owned()]),
+    ] {
+        let rows = raw_rows(
+            &db.url,
+            &format!("SELECT convert_to(t::text, 'UTF8') AS value FROM {table} AS t"),
+        )
+        .await;
+        assert_eq!(rows.len(), 1, "{table}");
+        let text = String::from_utf8_lossy(&rows[0]).to_lowercase();
+        for secret in what {
+            assert!(
+                !text.contains(&secret.to_lowercase()),
+                "{table} holds a secret"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_all_but_one_session_spares_its_refresh_token() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, t) = seed(&store).await;
+    let (kept, gone) = (session_of(&u, &t, 1), session_of(&u, &t, 2));
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_session(&kept, &first_token(1))
+        .await
+        .expect("session");
+    uow.insert_session(&gone, &first_token(2))
+        .await
+        .expect("session");
+    uow.commit().await.expect("commit");
+    let mut stream = store.subscribe().await.expect("subscribe");
+
+    let mut uow = store.begin().await.expect("begin");
+    let revoked = uow
+        .revoke_user_sessions(u.id, Some(kept.id), t0())
+        .await
+        .expect("revoke");
+    assert_eq!(revoked, vec![gone.id]);
+    uow.commit().await.expect("commit");
+    assert_eq!(
+        next_message(&mut stream).await,
+        FeedMessage::Event(RevocationEvent::SessionRevoked(gone.id))
+    );
+
+    // The kept session's token still rotates; the other family is dead.
+    let token = |n: u16| {
+        let [hi, lo] = n.to_be_bytes();
+        let mut random = [7; 32];
+        random[..2].copy_from_slice(&[hi, lo]);
+        RefreshToken::from_random(random)
+    };
+    let mut uow = store.begin().await.expect("begin");
+    let rotated = uow.rotate_refresh(&token(1).hash(), &first_token(11)).await;
+    assert!(
+        matches!(&rotated, Ok(Rotation::Rotated(s)) if s.id == kept.id),
+        "{rotated:?}"
+    );
+    let reused = uow.rotate_refresh(&token(2).hash(), &first_token(12)).await;
+    assert_eq!(reused.expect("rotate"), Rotation::Reused(gone.id));
+    uow.commit().await.expect("commit");
+    let mut uow = store.begin().await.expect("begin");
+    assert!(
+        uow.session(kept.id)
+            .await
+            .expect("session")
+            .expect("kept")
+            .revoked_at
+            .is_none()
+    );
+    uow.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_factors_go_with_their_user() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (owner, t) = seed(&store).await;
+    let u = user(2);
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_user(&u, None).await.expect("user");
+    uow.put_mfa(&enrolment(&u, vec![1; 8])).await.expect("put");
+    uow.replace_recovery_codes(u.id, &[stored_code("AAAA")])
+        .await
+        .expect("codes");
+    uow.insert_mfa_challenge(&challenge(&u, &t, 1))
+        .await
+        .expect("challenge");
+    uow.insert_mfa_challenge(&challenge(&owner, &t, 2))
+        .await
+        .expect("challenge");
+    uow.commit().await.expect("commit");
+
+    // Nothing in the store deletes users; an operator may.
+    raw_exec(&db.url, &format!("DELETE FROM users WHERE id = '{}'", u.id)).await;
+    let left = raw_count(
+        &db.url,
+        "SELECT (SELECT count(*) FROM mfa_enrolments) + (SELECT count(*) FROM recovery_codes) \
+         + (SELECT count(*) FROM mfa_challenges) AS n",
+    )
+    .await;
+    assert_eq!(left, 1, "only the owner's challenge is left");
 }
