@@ -11,13 +11,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use iam_domain::{
-    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    TenantStatus, Timestamp, User, UserId, UserStatus,
+    Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
+    SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
+    UserStatus,
 };
 use iam_ports::{
-    FeedMessage, KeyStore, NewRefreshToken, RevocationEvent, RevocationFeed, RevocationSnapshot,
-    Rotation, SessionRepo, Store, StoreError, StoredKey, TenantRepo, UnitOfWork, UserFilter,
-    UserRecord, UserRepo,
+    FeedMessage, KeyStore, MfaRepo, NewRefreshToken, RevocationEvent, RevocationFeed,
+    RevocationSnapshot, Rotation, SessionRepo, Store, StoreError, StoredKey, TenantRepo,
+    UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard, broadcast};
 
@@ -43,6 +44,9 @@ struct State {
     memberships: HashMap<(UserId, TenantId), Membership>,
     sessions: HashMap<SessionId, Session>,
     refresh: HashMap<RefreshTokenHash, RefreshRecord>,
+    mfa: HashMap<UserId, MfaEnrolment>,
+    recovery_codes: HashMap<UserId, Vec<StoredRecoveryCode>>,
+    challenges: HashMap<[u8; 32], MfaChallenge>,
 }
 
 type Undo = Box<dyn FnOnce(&mut State) + Send>;
@@ -440,19 +444,223 @@ impl SessionRepo for MemoryUnit {
     async fn revoke_user_sessions(
         &mut self,
         user: UserId,
+        except: Option<SessionId>,
         at: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
         let ids: Vec<SessionId> = self
             .state
             .sessions
             .values()
-            .filter(|s| s.user == user && s.revoked_at.is_none())
+            .filter(|s| s.user == user && s.revoked_at.is_none() && Some(s.id) != except)
             .map(|s| s.id)
             .collect();
         for id in &ids {
             self.revoke(*id, at);
         }
         Ok(ids)
+    }
+}
+
+impl MemoryUnit {
+    /// Runs `change` on the state, recording the previous value of one map entry for undo.
+    fn keep<K, V>(
+        &mut self,
+        map: fn(&mut State) -> &mut HashMap<K, V>,
+        key: K,
+        change: impl FnOnce(&mut HashMap<K, V>),
+    ) where
+        K: std::hash::Hash + Eq + Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        let before = map(&mut self.state).get(&key).cloned();
+        change(map(&mut self.state));
+        self.undo.push(Box::new(move |s| {
+            let m = map(s);
+            match before {
+                Some(v) => {
+                    m.insert(key, v);
+                }
+                None => {
+                    m.remove(&key);
+                }
+            }
+        }));
+    }
+}
+
+#[async_trait]
+impl MfaRepo for MemoryUnit {
+    async fn mfa(&mut self, user: UserId) -> Result<Option<MfaEnrolment>, StoreError> {
+        Ok(self.state.mfa.get(&user).cloned())
+    }
+
+    async fn put_mfa(&mut self, enrolment: &MfaEnrolment) -> Result<(), StoreError> {
+        if !self.state.users.contains_key(&enrolment.user) {
+            return Err(missing("user"));
+        }
+        let e = enrolment.clone();
+        self.keep(
+            |s| &mut s.mfa,
+            e.user,
+            move |m| {
+                m.insert(e.user, e);
+            },
+        );
+        Ok(())
+    }
+
+    async fn delete_mfa(&mut self, user: UserId) -> Result<bool, StoreError> {
+        let existed = self.state.mfa.contains_key(&user);
+        self.keep(
+            |s| &mut s.mfa,
+            user,
+            |m| {
+                m.remove(&user);
+            },
+        );
+        self.keep(
+            |s| &mut s.recovery_codes,
+            user,
+            |m| {
+                m.remove(&user);
+            },
+        );
+        Ok(existed)
+    }
+
+    async fn advance_totp_step(&mut self, user: UserId, step: i64) -> Result<bool, StoreError> {
+        let later = self
+            .state
+            .mfa
+            .get(&user)
+            .is_some_and(|e| e.last_used_step.is_none_or(|last| step > last));
+        if later {
+            self.keep(
+                |s| &mut s.mfa,
+                user,
+                |m| {
+                    if let Some(e) = m.get_mut(&user) {
+                        e.last_used_step = Some(step);
+                    }
+                },
+            );
+        }
+        Ok(later)
+    }
+
+    async fn replace_recovery_codes(
+        &mut self,
+        user: UserId,
+        codes: &[StoredRecoveryCode],
+    ) -> Result<(), StoreError> {
+        if !self.state.users.contains_key(&user) {
+            return Err(missing("user"));
+        }
+        let codes = codes.to_vec();
+        self.keep(
+            |s| &mut s.recovery_codes,
+            user,
+            move |m| {
+                m.insert(user, codes);
+            },
+        );
+        Ok(())
+    }
+
+    async fn recovery_codes(
+        &mut self,
+        user: UserId,
+    ) -> Result<Vec<StoredRecoveryCode>, StoreError> {
+        Ok(self
+            .state
+            .recovery_codes
+            .get(&user)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn use_recovery_code(
+        &mut self,
+        user: UserId,
+        lookup: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let unused = self.state.recovery_codes.get(&user).is_some_and(|codes| {
+            codes
+                .iter()
+                .any(|c| c.lookup == lookup && c.used_at.is_none())
+        });
+        if unused {
+            let lookup = lookup.to_owned();
+            self.keep(
+                |s| &mut s.recovery_codes,
+                user,
+                move |m| {
+                    if let Some(c) = m
+                        .get_mut(&user)
+                        .and_then(|codes| codes.iter_mut().find(|c| c.lookup == lookup))
+                    {
+                        c.used_at = Some(at);
+                    }
+                },
+            );
+        }
+        Ok(unused)
+    }
+
+    async fn insert_mfa_challenge(&mut self, challenge: &MfaChallenge) -> Result<(), StoreError> {
+        if self.state.challenges.contains_key(&challenge.token_hash) {
+            return Err(StoreError::Conflict("mfa challenge"));
+        }
+        let c = challenge.clone();
+        self.keep(
+            |s| &mut s.challenges,
+            c.token_hash,
+            move |m| {
+                m.insert(c.token_hash, c);
+            },
+        );
+        Ok(())
+    }
+
+    async fn take_mfa_attempt(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        let live = self
+            .state
+            .challenges
+            .get(token_hash)
+            .is_some_and(|c| c.expires_at > now && c.attempts < max_attempts);
+        if !live {
+            return Ok(None);
+        }
+        let key = *token_hash;
+        self.keep(
+            |s| &mut s.challenges,
+            key,
+            |m| {
+                if let Some(c) = m.get_mut(&key) {
+                    c.attempts += 1;
+                }
+            },
+        );
+        Ok(self.state.challenges.get(token_hash).cloned())
+    }
+
+    async fn consume_mfa_challenge(&mut self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let existed = self.state.challenges.contains_key(token_hash);
+        let key = *token_hash;
+        self.keep(
+            |s| &mut s.challenges,
+            key,
+            |m| {
+                m.remove(&key);
+            },
+        );
+        Ok(existed)
     }
 }
 

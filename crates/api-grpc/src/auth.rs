@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use iam_application::{AuthService, TokenPair, Unauthenticated};
-use iam_domain::{AccessClaims, Audience, Email, Password};
+use iam_application::{AuthService, SecondFactor, SignIn, TokenPair, Unauthenticated};
+use iam_domain::{AccessClaims, Audience, Email, Password, RecoveryCode};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{json_to_struct, tenant_id};
@@ -77,14 +77,53 @@ impl auth_service_server::AuthService for Auth {
         } else {
             Some(tenant_id("tenant_id", &req.tenant_id)?)
         };
-        let pair = self
+        let outcome = match self
             .auth
             .login(&email, &password, tenant)
             .await
-            .map_err(status::auth)?;
+            .map_err(status::auth)?
+        {
+            SignIn::Tokens(pair) => pb::login_response::Outcome::Tokens(tokens(pair)),
+            SignIn::MfaRequired {
+                mfa_token,
+                expires_in,
+            } => pb::login_response::Outcome::Mfa(pb::MfaRequired {
+                mfa_token: mfa_token.expose().to_owned(),
+                expires_in,
+            }),
+        };
         Ok(Response::new(pb::LoginResponse {
-            tokens: Some(tokens(pair)),
+            outcome: Some(outcome),
         }))
+    }
+
+    async fn verify_mfa(
+        &self,
+        request: Request<pb::VerifyMfaRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let req = request.into_inner();
+        let pair = self
+            .auth
+            .complete_mfa(&req.mfa_token, SecondFactor::Totp(req.code))
+            .await
+            .map_err(status::auth)?;
+        Ok(Response::new(tokens(pair)))
+    }
+
+    async fn recover(
+        &self,
+        request: Request<pb::RecoverRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let req = request.into_inner();
+        // A malformed code is just a wrong one: it spends an attempt like any other.
+        let code = RecoveryCode::parse(&req.recovery_code)
+            .unwrap_or_else(|| RecoveryCode::from_random([0; 10]));
+        let pair = self
+            .auth
+            .complete_mfa(&req.mfa_token, SecondFactor::Recovery(code))
+            .await
+            .map_err(status::auth)?;
+        Ok(Response::new(tokens(pair)))
     }
 
     async fn refresh(

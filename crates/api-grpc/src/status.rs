@@ -27,6 +27,12 @@ pub fn auth(e: AuthError) -> Status {
         AuthError::InvalidCredentials => Status::unauthenticated("invalid email or password"),
         AuthError::NotAMember => Status::permission_denied("not a member of the requested tenant"),
         AuthError::TenantBlocked => Status::permission_denied("the tenant is blocked"),
+        AuthError::InvalidMfaToken => Status::unauthenticated(
+            "invalid_mfa_token: the sign-in challenge is unknown, expired or out of attempts",
+        ),
+        AuthError::InvalidMfaCode => {
+            Status::unauthenticated("invalid_mfa_code: the code is wrong or was used already")
+        }
         AuthError::InvalidGrant => Status::unauthenticated(
             "invalid_grant: the refresh token is invalid, expired or revoked",
         ),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
-use iam_application::{AuthService, KeyService};
+use iam_application::{AuthService, KeyService, MfaService};
 use iam_ports::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -31,6 +31,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub auth: Arc<AuthService>,
+    pub mfa: Arc<MfaService>,
     pub keys: Arc<KeyService>,
     pub store: Arc<dyn Store>,
 }
@@ -45,6 +46,7 @@ pub struct AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Registration, sign-in and sessions"),
+        (name = "mfa", description = "TOTP second factor and recovery codes"),
         (name = "keys", description = "Token signing keys"),
         (name = "health", description = "Liveness and readiness")
     )

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use iam_application::{AuthError, Unauthenticated};
+use iam_application::{AuthError, MfaError, Unauthenticated};
 use serde::Serialize;
 use tracing::error;
 use utoipa::ToSchema;
@@ -163,6 +163,16 @@ impl From<AuthError> for ApiError {
                 "tenant_blocked",
                 "The tenant is blocked",
             ),
+            AuthError::InvalidMfaToken => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_mfa_token",
+                "The sign-in challenge is unknown, expired or out of attempts; sign in again",
+            ),
+            AuthError::InvalidMfaCode => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_mfa_code",
+                "The code is wrong or was used already",
+            ),
             AuthError::InvalidGrant => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
@@ -183,6 +193,41 @@ impl From<AuthError> for ApiError {
                 log_chain("internal error", source.as_ref());
                 Self::internal()
             }
+        }
+    }
+}
+
+impl From<MfaError> for ApiError {
+    fn from(e: MfaError) -> Self {
+        match e {
+            MfaError::AlreadyEnabled => Self::new(
+                StatusCode::CONFLICT,
+                "mfa_already_enabled",
+                "Multi-factor authentication is already enabled",
+            ),
+            MfaError::NotEnabled => Self::new(
+                StatusCode::CONFLICT,
+                "mfa_not_enabled",
+                "Multi-factor authentication is not enabled",
+            ),
+            MfaError::NoPendingEnrolment => Self::new(
+                StatusCode::CONFLICT,
+                "mfa_not_pending",
+                "Start enrolment with POST /auth/mfa/enable first",
+            ),
+            MfaError::InvalidCode => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_mfa_code",
+                "The code is wrong or was used already",
+            ),
+            MfaError::StepUpFailed => Self::new(
+                StatusCode::FORBIDDEN,
+                "step_up_failed",
+                "Confirm with a current code or your password",
+            ),
+            MfaError::Overloaded => Self::from(AuthError::Overloaded),
+            MfaError::Unavailable(source) => Self::from(AuthError::Unavailable(source)),
+            MfaError::Internal(source) => Self::from(AuthError::Internal(source)),
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub grpc: GrpcSettings,
     pub validation: ValidationSettings,
+    pub mfa: MfaSettings,
     /// The externally visible base URL; the default token issuer.
     pub public_base_url: String,
     pub tokens: TokenSettings,
@@ -56,6 +57,22 @@ pub struct TlsSettings {
     pub key_file: PathBuf,
     /// When set, every client must present a certificate signed by this CA.
     pub client_ca_file: Option<PathBuf>,
+}
+
+/// Multi-factor authentication.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfaSettings {
+    /// The product name authenticator apps show beside the account.
+    pub issuer: String,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "IAM".into(),
+        }
+    }
 }
 
 /// Access-token validation.
@@ -140,6 +157,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             grpc: GrpcSettings::default(),
             validation: ValidationSettings::default(),
+            mfa: MfaSettings::default(),
             public_base_url: "http://localhost:8080".into(),
             tokens: TokenSettings::default(),
             database: None,
@@ -347,6 +365,12 @@ impl Settings {
         }
         if self.grpc.addr == self.http.addr {
             return Err(invalid("grpc.addr", "must differ from http.addr"));
+        }
+        if self.mfa.issuer.trim().is_empty() || self.mfa.issuer.contains(':') {
+            return Err(invalid(
+                "mfa.issuer",
+                "must be non-empty and contain no ':'",
+            ));
         }
         if self.keys.reload_interval_secs == 0 {
             return Err(invalid("keys.reload_interval_secs", "must be at least 1"));

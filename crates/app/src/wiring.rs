@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use iam_adapters_crypto::{
-    AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, OsRandom,
+    AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, OsRandom, RfcTotp,
 };
 use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
 use iam_adapters_postgres::{PgConfig, PostgresStore};
 use iam_api_grpc::{GrpcState, ServiceCredentials};
 use iam_application::{
-    AuthService, KeyService, Ports, RevocationView, TenantService, TokenValidator, UserService,
+    AuthService, KeyService, MfaService, Ports, RevocationView, TenantService, TokenValidator,
+    UserService,
 };
 use iam_domain::{KeyId, TokenPolicy};
 use iam_ports::{Clock, KeyStore, RevocationFeed, Rng, SecretSealer, Store, random};
@@ -191,7 +192,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
     let keys = Arc::new(key_service(
         settings,
         key_store,
-        sealer,
+        sealer.clone(),
         signer.clone(),
         clock.clone(),
         rng.clone(),
@@ -237,8 +238,15 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         signer,
         clock,
         rng,
+        totp: Arc::new(RfcTotp),
+        sealer,
     };
     let auth = Arc::new(AuthService::new(ports.clone(), policy, validator));
+    let mfa = Arc::new(MfaService::new(
+        ports.clone(),
+        view.clone(),
+        settings.mfa.issuer.clone(),
+    ));
     let users = Arc::new(UserService::new(ports.clone(), view.clone()));
     let tenants = Arc::new(TenantService::new(ports, view.clone()));
 
@@ -273,6 +281,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
 
     let router = iam_api_rest::router(iam_api_rest::AppState {
         auth: auth.clone(),
+        mfa: mfa.clone(),
         keys: keys.clone(),
         store: store.clone(),
     });

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use chrono::Duration;
+use iam_domain::mfa::{MFA_CHALLENGE_SECS, MFA_MAX_ATTEMPTS};
 use iam_domain::token::Grant;
 use iam_domain::{
-    AccessClaims, DisplayName, Email, Membership, Password, RefreshToken, RoleName, Session,
-    SessionId, Tenant, TenantId, TenantName, TenantStatus, TokenPolicy, User, UserId,
+    AccessClaims, DisplayName, Email, Membership, MfaChallenge, MfaToken, Password, RecoveryCode,
+    RefreshToken, RoleName, Session, SessionId, Tenant, TenantId, TenantName, TenantStatus,
+    TokenPolicy, User, UserId,
 };
 use iam_ports::{
     BoxError, HashError, NewRefreshToken, RevocationEvent, Rotation, SignError, StoreError,
@@ -27,6 +30,12 @@ pub enum AuthError {
     /// The tenant is blocked.
     #[error("tenant is blocked")]
     TenantBlocked,
+    /// The MFA token is unknown, expired, spent, or out of attempts.
+    #[error("invalid mfa token")]
+    InvalidMfaToken,
+    /// The second-factor code is wrong, used already, or not the user's.
+    #[error("invalid mfa code")]
+    InvalidMfaCode,
     /// The refresh token is unknown, spent, expired or revoked (OAuth `invalid_grant`).
     #[error("invalid grant")]
     InvalidGrant,
@@ -95,6 +104,27 @@ pub struct RegisterCommand {
     pub name: DisplayName,
     /// Name of the tenant the user will own; defaults to the user's name.
     pub tenant_name: Option<TenantName>,
+}
+
+/// The outcome of a first factor.
+#[derive(Debug)]
+pub enum SignIn {
+    /// Signed in.
+    Tokens(TokenPair),
+    /// The user has a second factor: present it with this token within `expires_in` seconds.
+    MfaRequired {
+        mfa_token: MfaToken,
+        expires_in: i64,
+    },
+}
+
+/// A second factor presented to finish a sign-in.
+#[derive(Debug)]
+pub enum SecondFactor {
+    /// A 6-digit code from the authenticator app.
+    Totp(String),
+    /// One of the user's recovery codes.
+    Recovery(RecoveryCode),
 }
 
 /// What a successful sign-in or refresh hands to the client.
@@ -205,7 +235,7 @@ impl AuthService {
         email: &Email,
         password: &Password,
         tenant: Option<TenantId>,
-    ) -> Result<TokenPair, AuthError> {
+    ) -> Result<SignIn, AuthError> {
         let mut uow = self.ports.store.begin().await?;
         let record = uow.user_by_email(email).await?;
         uow.commit().await?;
@@ -226,21 +256,122 @@ impl AuthService {
             Some(user) if verified && user.can_sign_in() => user,
             _ => return Err(AuthError::InvalidCredentials),
         };
+        self.first_factor_passed(user, tenant, vec!["pwd".into()])
+            .await
+    }
 
+    /// The one way from a passed first factor (password today; providers and SSO later) to
+    /// tokens: a user with an active second factor gets a challenge instead, so no path can
+    /// skip it.
+    async fn first_factor_passed(
+        &self,
+        user: User,
+        tenant: Option<TenantId>,
+        amr: Vec<String>,
+    ) -> Result<SignIn, AuthError> {
+        let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
         let membership = pick_membership(&mut *uow, user.id, tenant).await?;
-        let tenant = uow
-            .tenant(membership.tenant)
-            .await?
-            .ok_or_else(|| AuthError::Internal("membership of a missing tenant".into()))?;
-        if tenant.status == TenantStatus::Blocked {
-            return Err(AuthError::TenantBlocked);
+        self.usable_tenant(&mut *uow, membership.tenant).await?;
+        if uow.mfa(user.id).await?.is_some_and(|e| e.is_active()) {
+            let token = MfaToken::from_random(random(&*self.ports.rng));
+            uow.insert_mfa_challenge(&MfaChallenge {
+                token_hash: token.hash(),
+                user: user.id,
+                tenant: membership.tenant,
+                amr,
+                expires_at: now + Duration::seconds(MFA_CHALLENGE_SECS),
+                attempts: 0,
+            })
+            .await?;
+            uow.commit().await?;
+            info!(user.id = %user.id, "first factor passed; second factor required");
+            return Ok(SignIn::MfaRequired {
+                mfa_token: token,
+                expires_in: MFA_CHALLENGE_SECS,
+            });
         }
         let pair = self
-            .start_session(&mut *uow, &user, &membership, vec!["pwd".into()])
+            .start_session(&mut *uow, &user, &membership, amr)
             .await?;
         uow.commit().await?;
-        info!(user.id = %user.id, tenant.id = %tenant.id, "signed in");
+        info!(user.id = %user.id, tenant.id = %membership.tenant, "signed in");
+        Ok(SignIn::Tokens(pair))
+    }
+
+    /// Refuses a tenant that is blocked, itself or through an ancestor.
+    async fn usable_tenant(&self, uow: &mut dyn UnitOfWork, id: TenantId) -> Result<(), AuthError> {
+        let tenant = uow
+            .tenant(id)
+            .await?
+            .ok_or_else(|| AuthError::Internal("membership of a missing tenant".into()))?;
+        if tenant.status == TenantStatus::Blocked || self.validator.view().tenant_blocked(id) {
+            return Err(AuthError::TenantBlocked);
+        }
+        Ok(())
+    }
+
+    /// The second step of a sign-in: a TOTP code or a recovery code for an MFA challenge.
+    /// Each try spends one of the challenge's attempts, right or wrong.
+    pub async fn complete_mfa(
+        &self,
+        mfa_token: &str,
+        factor: SecondFactor,
+    ) -> Result<TokenPair, AuthError> {
+        let token = MfaToken::parse(mfa_token).ok_or(AuthError::InvalidMfaToken)?;
+        let hash = token.hash();
+        let now = self.ports.clock.now();
+        let mut uow = self.ports.store.begin().await?;
+        let challenge = uow
+            .take_mfa_attempt(&hash, now, MFA_MAX_ATTEMPTS)
+            .await?
+            .ok_or(AuthError::InvalidMfaToken)?;
+        uow.commit().await?;
+
+        let mfa = crate::mfa::Checker::new(&self.ports);
+        let mut uow = self.ports.store.begin().await?;
+        let method = match &factor {
+            SecondFactor::Totp(code) => {
+                if !mfa.totp(&mut *uow, challenge.user, code, now).await? {
+                    return Err(AuthError::InvalidMfaCode);
+                }
+                "otp"
+            }
+            SecondFactor::Recovery(code) => {
+                // The Argon2 check must not hold the unit; the spend below is atomic anyway.
+                uow.commit().await?;
+                let verified = mfa.recovery(challenge.user, code).await?;
+                uow = self.ports.store.begin().await?;
+                if !verified
+                    || !uow
+                        .use_recovery_code(challenge.user, code.lookup(), now)
+                        .await?
+                {
+                    return Err(AuthError::InvalidMfaCode);
+                }
+                "rcv"
+            }
+        };
+        if !uow.consume_mfa_challenge(&hash).await? {
+            return Err(AuthError::InvalidMfaToken);
+        }
+        let user = uow
+            .user_by_id(challenge.user)
+            .await?
+            .filter(User::can_sign_in)
+            .ok_or(AuthError::InvalidCredentials)?;
+        let membership = uow
+            .membership(user.id, challenge.tenant)
+            .await?
+            .ok_or(AuthError::NotAMember)?;
+        self.usable_tenant(&mut *uow, membership.tenant).await?;
+        let mut amr = challenge.amr.clone();
+        amr.extend([method.to_owned(), "mfa".to_owned()]);
+        let pair = self
+            .start_session(&mut *uow, &user, &membership, amr)
+            .await?;
+        uow.commit().await?;
+        info!(user.id = %user.id, method, "second factor passed; signed in");
         Ok(pair)
     }
 

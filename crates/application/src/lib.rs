@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod keys;
+pub mod mfa;
 pub mod revocation;
 pub mod tenants;
 pub mod users;
@@ -12,12 +13,14 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use iam_ports::{Clock, PasswordHasher, Rng, Store, TokenSigner};
+use iam_ports::{Clock, PasswordHasher, Rng, SecretSealer, Store, TokenSigner, Totp};
 
 pub use auth::{
-    AuthError, AuthService, Me, Principal, RegisterCommand, TokenPair, Unauthenticated,
+    AuthError, AuthService, Me, Principal, RegisterCommand, SecondFactor, SignIn, TokenPair,
+    Unauthenticated,
 };
 pub use keys::{KeyError, KeyService};
+pub use mfa::{Enrolment, MfaError, MfaService, RecoverySummary, StepUp};
 pub use revocation::RevocationView;
 pub use tenants::{TenantError, TenantService, TenantStanding};
 pub use users::{NewUser, UserChanges, UserError, UserPage, UserService};
@@ -31,4 +34,7 @@ pub struct Ports {
     pub signer: Arc<dyn TokenSigner>,
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Rng>,
+    pub totp: Arc<dyn Totp>,
+    /// Seals secrets at rest (TOTP seeds) under the master key.
+    pub sealer: Arc<dyn SecretSealer>,
 }

@@ -172,7 +172,7 @@ impl UserService {
         user.updated_at = now;
         uow.update_user(&user).await?;
         let revoked = if user.status != UserStatus::Active && old_status == UserStatus::Active {
-            uow.revoke_user_sessions(user.id, now).await?
+            uow.revoke_user_sessions(user.id, None, now).await?
         } else {
             Vec::new()
         };

@@ -45,54 +45,51 @@ pub struct Options {
     client_threads: usize,
 }
 
-/// Reference 1: the transport alone.
-struct Constant(pb::ValidateTokenResponse);
+/// The reference servers, which answer ValidateToken only.
+enum Reference {
+    /// The transport alone: a constant answer.
+    Constant(Box<pb::ValidateTokenResponse>),
+    /// One ES256 verification per call: no cache, no revocation checks.
+    VerifyOnly(EcdsaSigner),
+}
 
-/// Reference 2: one ES256 verification per call, no cache, no revocation checks.
-struct VerifyOnly(EcdsaSigner);
-
-#[tonic::async_trait]
-impl AuthService for Constant {
-    async fn login(
-        &self,
-        _: Request<pb::LoginRequest>,
-    ) -> Result<Response<pb::LoginResponse>, Status> {
-        Err(Status::unimplemented("reference server"))
-    }
-    async fn refresh(
-        &self,
-        _: Request<pb::RefreshRequest>,
-    ) -> Result<Response<pb::TokenResponse>, Status> {
-        Err(Status::unimplemented("reference server"))
-    }
-    async fn validate_token(
-        &self,
-        _: Request<pb::ValidateTokenRequest>,
-    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
-        Ok(Response::new(self.0.clone()))
-    }
+fn not_offered<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("reference server"))
 }
 
 #[tonic::async_trait]
-impl AuthService for VerifyOnly {
+impl AuthService for Reference {
     async fn login(
         &self,
         _: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        Err(Status::unimplemented("reference server"))
+        not_offered()
     }
     async fn refresh(
         &self,
         _: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        Err(Status::unimplemented("reference server"))
+        not_offered()
+    }
+    async fn verify_mfa(
+        &self,
+        _: Request<pb::VerifyMfaRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        not_offered()
+    }
+    async fn recover(
+        &self,
+        _: Request<pb::RecoverRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        not_offered()
     }
     async fn validate_token(
         &self,
         request: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
-        Ok(Response::new(
-            match self.0.verify(&request.into_inner().token) {
+        Ok(Response::new(match self {
+            Self::Constant(answer) => (**answer).clone(),
+            Self::VerifyOnly(signer) => match signer.verify(&request.into_inner().token) {
                 Ok(c) => valid_answer(&c),
                 Err(_) => pb::ValidateTokenResponse {
                     valid: false,
@@ -101,7 +98,7 @@ impl AuthService for VerifyOnly {
                     claims: None,
                 },
             },
-        ))
+        }))
     }
 }
 
@@ -394,7 +391,11 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         app.auth
             .register(iam_application_command(email.clone(), password.clone())?)
             .await?;
-        let first = app.auth.login(&email, &password, None).await?;
+        let iam_application::SignIn::Tokens(first) =
+            app.auth.login(&email, &password, None).await?
+        else {
+            anyhow::bail!("the bench user has no second factor");
+        };
         let mut pool = vec![first.access_token.clone()];
         let mut refresh = first.refresh_token;
         while pool.len() < o.tokens {
@@ -409,13 +410,13 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         );
         let service = serve_on_loopback(app.grpc.clone()).await?;
         let reference_constant = serve_on_loopback(tonic::service::Routes::new(
-            AuthServiceServer::new(Constant(constant)),
+            AuthServiceServer::new(Reference::Constant(Box::new(constant))),
         ))
         .await?;
         let verify_signer = EcdsaSigner::new();
         verify_signer.install(std::slice::from_ref(&key), &kid)?;
         let reference_verify = serve_on_loopback(tonic::service::Routes::new(
-            AuthServiceServer::new(VerifyOnly(verify_signer)),
+            AuthServiceServer::new(Reference::VerifyOnly(verify_signer)),
         ))
         .await?;
         // The app must outlive set-up: its background tasks serve the revocation view.

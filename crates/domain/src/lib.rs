@@ -7,6 +7,7 @@
 
 pub mod email;
 pub mod ids;
+pub mod mfa;
 pub mod password;
 pub mod session;
 pub mod tenant;
@@ -15,6 +16,7 @@ pub mod user;
 
 pub use email::{Email, EmailError};
 pub use ids::{KeyId, SessionId, TenantId, UserId};
+pub use mfa::{MfaChallenge, MfaEnrolment, MfaToken, RecoveryCode, StoredRecoveryCode, TotpSecret};
 pub use password::{Password, PasswordError, PasswordHash};
 pub use session::{RefreshToken, RefreshTokenHash, Session};
 pub use tenant::{Membership, RoleName, Tenant, TenantName, TenantStatus};

@@ -103,3 +103,20 @@ pub trait SecretSealer: Send + Sync {
     /// Decrypts what `seal` produced with the same context.
     fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, SealError>;
 }
+
+/// RFC 6238 TOTP (HMAC-SHA-1, 6 digits, 30-second steps) and its enrolment artefacts.
+pub trait Totp: Send + Sync {
+    /// Whether `code` is the code of `secret` at time step `step`, compared in constant time.
+    fn matches(&self, secret: &iam_domain::TotpSecret, step: i64, code: &str) -> bool;
+
+    /// The `otpauth://totp/…` URI an authenticator app scans.
+    fn provisioning_uri(
+        &self,
+        secret: &iam_domain::TotpSecret,
+        issuer: &str,
+        account: &str,
+    ) -> String;
+
+    /// `text` as a QR code, an SVG document.
+    fn qr_svg(&self, text: &str) -> String;
+}

@@ -12,13 +12,13 @@ pub mod system;
 
 pub use crypto::{
     HashError, KeyMaterial, PasswordHasher, SealError, SecretSealer, SignError, TokenRejection,
-    TokenSigner,
+    TokenSigner, Totp,
 };
 pub use keys::{KeyStore, StoredKey};
 pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
 pub use store::{
-    NewRefreshToken, Rotation, SessionRepo, Store, StoreError, TenantRepo, UnitOfWork, UserFilter,
-    UserRecord, UserRepo,
+    MfaRepo, NewRefreshToken, Rotation, SessionRepo, Store, StoreError, TenantRepo, UnitOfWork,
+    UserFilter, UserRecord, UserRepo,
 };
 pub use system::{Clock, Rng, random};
 

@@ -8,8 +8,9 @@
 
 use async_trait::async_trait;
 use iam_domain::{
-    Email, Membership, PasswordHash, RefreshTokenHash, Session, SessionId, Tenant, TenantId,
-    TenantStatus, Timestamp, User, UserId, UserStatus,
+    Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
+    SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
+    UserStatus,
 };
 
 use crate::BoxError;
@@ -159,17 +160,71 @@ pub trait SessionRepo: Send {
     /// [`SessionRepo::rotate_refresh`]).
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError>;
 
-    /// Revokes every unrevoked session of a user and returns their ids.
+    /// Revokes every unrevoked session of a user but `except` and returns their ids; each is
+    /// published on the revocation feed at commit.
     async fn revoke_user_sessions(
         &mut self,
         user: UserId,
+        except: Option<SessionId>,
         at: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError>;
 }
 
+/// Second factors: TOTP enrolments, recovery codes and pending sign-in challenges.
+#[async_trait]
+pub trait MfaRepo: Send {
+    /// The user's TOTP enrolment, confirmed or pending.
+    async fn mfa(&mut self, user: UserId) -> Result<Option<MfaEnrolment>, StoreError>;
+
+    /// Creates or replaces the user's enrolment.
+    async fn put_mfa(&mut self, enrolment: &MfaEnrolment) -> Result<(), StoreError>;
+
+    /// Removes the enrolment and every recovery code; `false` if there was none.
+    async fn delete_mfa(&mut self, user: UserId) -> Result<bool, StoreError>;
+
+    /// Records `step` as the last accepted TOTP step if it is later than the one recorded;
+    /// `false` means the code was used already (replay) or there is no enrolment.
+    async fn advance_totp_step(&mut self, user: UserId, step: i64) -> Result<bool, StoreError>;
+
+    /// Replaces the user's recovery codes with `codes`.
+    async fn replace_recovery_codes(
+        &mut self,
+        user: UserId,
+        codes: &[StoredRecoveryCode],
+    ) -> Result<(), StoreError>;
+
+    /// Every recovery code of the user, used or not.
+    async fn recovery_codes(&mut self, user: UserId)
+    -> Result<Vec<StoredRecoveryCode>, StoreError>;
+
+    /// Marks an unused code as used; `false` if it is unknown or used already.
+    async fn use_recovery_code(
+        &mut self,
+        user: UserId,
+        lookup: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a new challenge.
+    async fn insert_mfa_challenge(&mut self, challenge: &MfaChallenge) -> Result<(), StoreError>;
+
+    /// Spends one attempt of a live challenge (unexpired at `now`, fewer than `max_attempts`
+    /// tried) and returns it as it now stands; `None` if there is no such live challenge.
+    /// Spending before checking the code caps guesses even under concurrency.
+    async fn take_mfa_attempt(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError>;
+
+    /// Ends a challenge (it succeeded); `false` if it was gone already.
+    async fn consume_mfa_challenge(&mut self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
+}
+
 /// One atomic unit of work over every repository.
 #[async_trait]
-pub trait UnitOfWork: UserRepo + TenantRepo + SessionRepo {
+pub trait UnitOfWork: UserRepo + TenantRepo + SessionRepo + MfaRepo {
     /// Makes every write of this unit visible at once.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 

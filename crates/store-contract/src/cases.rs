@@ -2,8 +2,9 @@
 
 use chrono::Duration;
 use iam_domain::{
-    DisplayName, Email, KeyId, Membership, PasswordHash, RefreshToken, RoleName, Session,
-    SessionId, Tenant, TenantStatus, Timestamp, User, UserId, UserStatus,
+    DisplayName, Email, KeyId, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshToken,
+    RoleName, Session, SessionId, StoredRecoveryCode, Tenant, TenantStatus, Timestamp, User,
+    UserId, UserStatus,
 };
 use iam_ports::{
     FeedMessage, NewRefreshToken, RevocationEvent, Rotation, StoreError, StoredKey, UserFilter,
@@ -512,18 +513,22 @@ pub async fn revoking_all_sessions_of_a_user(f: &Fixture) {
             .await
             .expect("revoke")
     );
-    let mut revoked = uow
-        .revoke_user_sessions(u.id, t0())
+    let kept = uow
+        .revoke_user_sessions(u.id, Some(sessions[1].id), t0())
+        .await
+        .expect("revoke all but one");
+    assert_eq!(
+        kept,
+        vec![sessions[2].id],
+        "only live ones, and not the one kept"
+    );
+    let revoked = uow
+        .revoke_user_sessions(u.id, None, t0())
         .await
         .expect("revoke all");
-    revoked.sort();
-    assert_eq!(
-        revoked,
-        vec![sessions[1].id, sessions[2].id],
-        "only the live ones"
-    );
+    assert_eq!(revoked, vec![sessions[1].id]);
     assert!(
-        uow.revoke_user_sessions(u.id, t0())
+        uow.revoke_user_sessions(u.id, None, t0())
             .await
             .expect("again")
             .is_empty()
@@ -657,4 +662,177 @@ async fn add_members_in(uow: &mut dyn iam_ports::UnitOfWork, t: &Tenant, n: u8) 
     .await
     .expect("membership");
     u
+}
+
+pub async fn mfa_enrolment_and_replay_guard(f: &Fixture) {
+    let (u, _) = seed(f).await;
+    let pending = MfaEnrolment {
+        user: u.id,
+        sealed_secret: vec![1, 2, 3],
+        created_at: t0(),
+        confirmed_at: None,
+        last_used_step: None,
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(uow.mfa(u.id).await.expect("get").is_none());
+    assert!(!uow.advance_totp_step(u.id, 1).await.expect("no enrolment"));
+    uow.put_mfa(&pending).await.expect("put");
+    let confirmed = MfaEnrolment {
+        confirmed_at: Some(t0() + Duration::minutes(1)),
+        ..pending.clone()
+    };
+    uow.put_mfa(&confirmed).await.expect("replace");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(uow.mfa(u.id).await.expect("get"), Some(confirmed.clone()));
+    for (step, accepted) in [(10, true), (10, false), (9, false), (11, true)] {
+        assert_eq!(
+            uow.advance_totp_step(u.id, step).await.expect("advance"),
+            accepted,
+            "step {step}"
+        );
+    }
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.mfa(u.id)
+            .await
+            .expect("get")
+            .and_then(|e| e.last_used_step),
+        Some(11)
+    );
+    uow.replace_recovery_codes(u.id, &codes(&["AAAA"]))
+        .await
+        .expect("codes");
+    assert!(uow.delete_mfa(u.id).await.expect("delete"));
+    assert!(!uow.delete_mfa(u.id).await.expect("delete again"));
+    assert!(
+        uow.recovery_codes(u.id).await.expect("codes").is_empty(),
+        "codes go with it"
+    );
+    uow.commit().await.expect("commit");
+}
+
+fn codes(lookups: &[&str]) -> Vec<StoredRecoveryCode> {
+    lookups
+        .iter()
+        .map(|l| StoredRecoveryCode {
+            lookup: (*l).to_owned(),
+            hash: hash(),
+            created_at: t0(),
+            used_at: None,
+        })
+        .collect()
+}
+
+pub async fn recovery_codes_are_single_use(f: &Fixture) {
+    let (u, _) = seed(f).await;
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.replace_recovery_codes(u.id, &codes(&["AAAA", "BBBB", "CCCC"]))
+        .await
+        .expect("codes");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    let at = t0() + Duration::hours(1);
+    assert!(uow.use_recovery_code(u.id, "BBBB", at).await.expect("use"));
+    assert!(
+        !uow.use_recovery_code(u.id, "BBBB", at)
+            .await
+            .expect("reuse")
+    );
+    assert!(
+        !uow.use_recovery_code(u.id, "ZZZZ", at)
+            .await
+            .expect("unknown")
+    );
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    let mut stored = uow.recovery_codes(u.id).await.expect("codes");
+    stored.sort_by(|a, b| a.lookup.cmp(&b.lookup));
+    let used: Vec<_> = stored
+        .iter()
+        .map(|c| (c.lookup.as_str(), c.used_at))
+        .collect();
+    assert_eq!(
+        used,
+        vec![("AAAA", None), ("BBBB", Some(at)), ("CCCC", None)]
+    );
+    assert_eq!(stored[0].hash, hash());
+
+    uow.replace_recovery_codes(u.id, &codes(&["DDDD"]))
+        .await
+        .expect("regenerate");
+    assert!(
+        !uow.use_recovery_code(u.id, "AAAA", at)
+            .await
+            .expect("old set")
+    );
+    assert_eq!(uow.recovery_codes(u.id).await.expect("codes").len(), 1);
+    uow.commit().await.expect("commit");
+}
+
+pub async fn mfa_challenges_cap_attempts_and_expire(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let challenge = MfaChallenge {
+        token_hash: [7; 32],
+        user: u.id,
+        tenant: t.id,
+        amr: vec!["pwd".into()],
+        expires_at: t0() + Duration::minutes(5),
+        attempts: 0,
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_mfa_challenge(&challenge).await.expect("insert");
+    uow.insert_mfa_challenge(&MfaChallenge {
+        token_hash: [8; 32],
+        ..challenge.clone()
+    })
+    .await
+    .expect("another");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    for n in 1..=5u32 {
+        let taken = uow.take_mfa_attempt(&[7; 32], t0(), 5).await.expect("take");
+        assert_eq!(taken.map(|c| c.attempts), Some(n));
+    }
+    assert_eq!(
+        uow.take_mfa_attempt(&[7; 32], t0(), 5).await.expect("take"),
+        None,
+        "spent"
+    );
+    assert_eq!(
+        uow.take_mfa_attempt(&[8; 32], t0() + Duration::minutes(5), 5)
+            .await
+            .expect("take"),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        uow.take_mfa_attempt(&[9; 32], t0(), 5).await.expect("take"),
+        None,
+        "unknown"
+    );
+    let taken = uow
+        .take_mfa_attempt(&[8; 32], t0(), 5)
+        .await
+        .expect("take")
+        .expect("live");
+    assert_eq!(
+        (taken.user, taken.tenant, taken.amr),
+        (u.id, t.id, vec!["pwd".to_owned()])
+    );
+    assert!(uow.consume_mfa_challenge(&[8; 32]).await.expect("consume"));
+    assert!(
+        !uow.consume_mfa_challenge(&[8; 32])
+            .await
+            .expect("consume again")
+    );
+    assert_eq!(
+        uow.take_mfa_attempt(&[8; 32], t0(), 5).await.expect("take"),
+        None
+    );
+    uow.commit().await.expect("commit");
 }

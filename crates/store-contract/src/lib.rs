@@ -42,6 +42,9 @@ macro_rules! store_contract_tests {
             revoking_all_sessions_of_a_user,
             feed_publishes_committed_revocations_only,
             snapshot_reflects_revocations,
+            mfa_enrolment_and_replay_guard,
+            recovery_codes_are_single_use,
+            mfa_challenges_cap_attempts_and_expire,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

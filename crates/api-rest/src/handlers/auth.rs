@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use iam_application::{Me, RegisterCommand, TokenPair};
+use iam_application::{Me, RegisterCommand, SignIn, TokenPair};
 use iam_domain::{DisplayName, Email, Password, TenantId, TenantName, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -114,22 +114,47 @@ pub struct TokenResponse {
     tenant_id: Uuid,
 }
 
+/// The first factor passed; the second is due.
+#[derive(Serialize, ToSchema)]
+pub struct MfaRequired {
+    /// Always `true`.
+    mfa_required: bool,
+    /// Present it with a code to `POST /auth/mfa/verify` or `POST /auth/recovery`.
+    mfa_token: String,
+    /// Seconds the token stays usable.
+    expires_in: i64,
+}
+
+/// Tokens, or a second-factor challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenResponse),
+    Mfa(MfaRequired),
+}
+
+pub(crate) fn token_body(pair: TokenPair) -> TokenResponse {
+    TokenResponse {
+        access_token: pair.access_token,
+        token_type: "Bearer",
+        expires_in: pair.expires_in,
+        refresh_token: pair.refresh_token.expose().to_owned(),
+        refresh_expires_in: pair.refresh_expires_in,
+        tenant_id: pair.tenant.as_uuid(),
+    }
+}
+
 /// Token responses must not be cached (RFC 6749 §5.1).
-fn no_store(pair: TokenPair) -> impl IntoResponse {
+pub(crate) fn no_store<T: Serialize>(body: T) -> impl IntoResponse {
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    (
-        headers,
-        Json(TokenResponse {
-            access_token: pair.access_token,
-            token_type: "Bearer",
-            expires_in: pair.expires_in,
-            refresh_token: pair.refresh_token.expose().to_owned(),
-            refresh_expires_in: pair.refresh_expires_in,
-            tenant_id: pair.tenant.as_uuid(),
-        }),
-    )
+    (headers, Json(body))
+}
+
+/// The token response for a token pair.
+pub(crate) fn tokens(pair: TokenPair) -> impl IntoResponse {
+    no_store(token_body(pair))
 }
 
 /// Signs in with email and password.
@@ -137,7 +162,7 @@ fn no_store(pair: TokenPair) -> impl IntoResponse {
     post, path = "/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 200, description = "Signed in, or the second factor is due", body = LoginResponse),
         (status = 401, description = "Unknown email, wrong password or disabled account (one answer for all)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a member of the tenant, or tenant blocked", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -155,11 +180,21 @@ pub async fn login(
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::validation(Vec::new()));
     };
-    let pair = state
+    let outcome = state
         .auth
         .login(&email, &password, body.tenant_id.map(TenantId::from_uuid))
         .await?;
-    Ok(no_store(pair))
+    Ok(no_store(match outcome {
+        SignIn::Tokens(pair) => LoginResponse::Tokens(token_body(pair)),
+        SignIn::MfaRequired {
+            mfa_token,
+            expires_in,
+        } => LoginResponse::Mfa(MfaRequired {
+            mfa_required: true,
+            mfa_token: mfa_token.expose().to_owned(),
+            expires_in,
+        }),
+    }))
 }
 
 /// A refresh token to rotate.
@@ -183,7 +218,7 @@ pub async fn refresh(
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let pair = state.auth.refresh(&body.refresh_token).await?;
-    Ok(no_store(pair))
+    Ok(tokens(pair))
 }
 
 /// Signs out: revokes the caller's session (its refresh family and access tokens).

@@ -2,6 +2,7 @@
 
 mod auth;
 mod meta;
+mod mfa;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,6 +18,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(mfa::enable))
+        .routes(routes!(mfa::verify))
+        .routes(routes!(mfa::disable))
+        .routes(routes!(mfa::recovery))
+        .routes(routes!(mfa::recovery_codes))
+        .routes(routes!(mfa::regenerate))
         .routes(routes!(meta::jwks))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))

@@ -11,8 +11,8 @@ use crate::support::{
     Backend, PASSWORD, TestApp, new_master_key, spawn, spawn_with, test_settings,
 };
 
-async fn grpc_login(app: &TestApp, email: &str) -> pb::TokenResponse {
-    rpc::auth(app)
+pub async fn grpc_login(app: &TestApp, email: &str) -> pb::TokenResponse {
+    match rpc::auth(app)
         .await
         .login(pb::LoginRequest {
             email: email.into(),
@@ -22,8 +22,11 @@ async fn grpc_login(app: &TestApp, email: &str) -> pb::TokenResponse {
         .await
         .expect("login")
         .into_inner()
-        .tokens
-        .expect("tokens")
+        .outcome
+    {
+        Some(pb::login_response::Outcome::Tokens(tokens)) => tokens,
+        other => panic!("expected tokens, got {other:?}"),
+    }
 }
 
 fn reason(r: &pb::ValidateTokenResponse) -> (bool, pb::RejectionReason, &str) {

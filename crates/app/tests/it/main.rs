@@ -7,5 +7,6 @@ mod flow;
 mod grpc;
 mod keys;
 mod load;
+mod mfa;
 mod openapi;
 mod support;

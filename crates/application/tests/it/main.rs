@@ -3,4 +3,5 @@
 mod auth;
 mod keys;
 mod management;
+mod mfa;
 mod support;

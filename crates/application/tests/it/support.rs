@@ -5,11 +5,12 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone};
 use iam_adapters_crypto::{
     AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, ManualClock, OsRandom,
+    RfcTotp,
 };
 use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
 use iam_application::{
-    AuthService, KeyService, Ports, RegisterCommand, RevocationView, TenantService, TokenValidator,
-    UserService,
+    AuthService, KeyService, MfaService, Ports, RegisterCommand, RevocationView, SignIn,
+    TenantService, TokenValidator, UserService,
 };
 use iam_domain::{DisplayName, Email, Password, TokenPolicy};
 
@@ -24,6 +25,7 @@ const FAST: Argon2Config = Argon2Config {
 
 pub struct Harness {
     pub auth: AuthService,
+    pub mfa: MfaService,
     pub users: UserService,
     pub tenants: TenantService,
     pub view: Arc<RevocationView>,
@@ -95,12 +97,16 @@ impl Harness {
             signer: signer.clone(),
             clock: clock.clone(),
             rng: Arc::new(OsRandom),
+            totp: Arc::new(RfcTotp),
+            sealer: Arc::new(AesGcmSealer::from_bytes(&[7; 32]).expect("sealer")),
         };
         let auth = AuthService::new(ports.clone(), policy(), validator);
+        let mfa = MfaService::new(ports.clone(), view.clone(), "IAM Test".into());
         let users = UserService::new(ports.clone(), view.clone());
         let tenants = TenantService::new(ports, view.clone());
         Self {
             auth,
+            mfa,
             users,
             tenants,
             view,
@@ -130,6 +136,15 @@ impl Harness {
         email: &str,
         password: &str,
     ) -> Result<iam_application::TokenPair, iam_application::AuthError> {
+        self.sign_in(email, password).await.map(tokens)
+    }
+
+    /// The first factor's outcome, tokens or a challenge.
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<SignIn, iam_application::AuthError> {
         self.auth
             .login(
                 &Email::parse(email).expect("email"),
@@ -137,5 +152,13 @@ impl Harness {
                 None,
             )
             .await
+    }
+}
+
+/// The tokens of a sign-in that needed no second factor.
+pub fn tokens(outcome: SignIn) -> iam_application::TokenPair {
+    match outcome {
+        SignIn::Tokens(pair) => pair,
+        SignIn::MfaRequired { .. } => panic!("unexpected second-factor challenge"),
     }
 }
