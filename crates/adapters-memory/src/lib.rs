@@ -662,6 +662,26 @@ impl MfaRepo for MemoryUnit {
         );
         Ok(existed)
     }
+
+    async fn purge_mfa_challenges(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        let expired: Vec<[u8; 32]> = self
+            .state
+            .challenges
+            .values()
+            .filter(|c| c.expires_at <= before)
+            .map(|c| c.token_hash)
+            .collect();
+        for key in expired.iter().copied() {
+            self.keep(
+                |s| &mut s.challenges,
+                key,
+                |m| {
+                    m.remove(&key);
+                },
+            );
+        }
+        Ok(expired.len() as u64)
+    }
 }
 
 #[async_trait]

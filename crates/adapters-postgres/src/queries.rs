@@ -687,6 +687,19 @@ pub(crate) async fn consume_mfa_challenge(
     Ok(deleted > 0)
 }
 
+/// Deletes challenges that expired before `before`; how many went.
+pub(crate) async fn purge_mfa_challenges(
+    conn: &mut Conn,
+    before: Timestamp,
+) -> Result<u64, StoreError> {
+    let deleted =
+        diesel::delete(mfa_challenges::table.filter(mfa_challenges::expires_at.le(before)))
+            .execute(conn)
+            .await
+            .map_err(from_diesel)?;
+    Ok(u64::try_from(deleted).unwrap_or(0))
+}
+
 /// Three statements, meant for one REPEATABLE READ transaction so that they agree.
 pub(crate) async fn revocation_snapshot(
     conn: &mut Conn,

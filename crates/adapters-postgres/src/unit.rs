@@ -351,6 +351,12 @@ impl MfaRepo for PgUnit {
         let result = queries::consume_mfa_challenge(conn, token_hash).await;
         self.leave(result)
     }
+
+    async fn purge_mfa_challenges(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::purge_mfa_challenges(conn, before).await;
+        self.leave(result)
+    }
 }
 
 #[async_trait]

@@ -232,6 +232,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         view.clone(),
         settings.validation.cache_capacity,
     ));
+    let ports_clock = clock.clone();
     let ports = Ports {
         store: store.clone(),
         hasher: Arc::new(hasher),
@@ -274,6 +275,29 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
                 tick.tick().await;
                 if let Err(e) = keys.reload().await {
                     warn!(error = %e, "periodic signing-key reload failed");
+                }
+            }
+        }));
+    }
+
+    {
+        // Unanswered sign-in challenges expire after five minutes; sweep them now and then.
+        let store = store.clone();
+        let clock = ports_clock.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tick.tick().await;
+                let swept = async {
+                    let mut uow = store.begin().await?;
+                    let n = uow.purge_mfa_challenges(clock.now()).await?;
+                    uow.commit().await?;
+                    Ok::<u64, iam_ports::StoreError>(n)
+                };
+                match swept.await {
+                    Ok(0) => {}
+                    Ok(n) => info!(purged = n, "expired sign-in challenges purged"),
+                    Err(e) => warn!(error = %e, "purging expired sign-in challenges failed"),
                 }
             }
         }));

@@ -220,6 +220,9 @@ pub trait MfaRepo: Send {
 
     /// Ends a challenge (it succeeded); `false` if it was gone already.
     async fn consume_mfa_challenge(&mut self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
+
+    /// Deletes challenges that expired at or before `before`; returns how many.
+    async fn purge_mfa_challenges(&mut self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// One atomic unit of work over every repository.

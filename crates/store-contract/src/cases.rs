@@ -834,5 +834,27 @@ pub async fn mfa_challenges_cap_attempts_and_expire(f: &Fixture) {
         uow.take_mfa_attempt(&[8; 32], t0(), 5).await.expect("take"),
         None
     );
+    // Expired ones are swept; live ones stay.
+    uow.insert_mfa_challenge(&MfaChallenge {
+        token_hash: [10; 32],
+        expires_at: t0() + Duration::minutes(10),
+        ..challenge.clone()
+    })
+    .await
+    .expect("a later one");
+    let purged = uow
+        .purge_mfa_challenges(t0() + Duration::minutes(5))
+        .await
+        .expect("purge");
+    assert_eq!(
+        purged, 1,
+        "the challenge spent by attempts has expired by now"
+    );
+    assert!(
+        uow.take_mfa_attempt(&[10; 32], t0(), 5)
+            .await
+            .expect("take")
+            .is_some()
+    );
     uow.commit().await.expect("commit");
 }
