@@ -1,7 +1,8 @@
 //! The IAM store ports on PostgreSQL: [`PostgresStore`] (units of work over users, tenants,
 //! memberships, sessions and second factors, and the revocation feed: `RevocationFeed` is
-//! implemented on the store itself), [`PostgresKeyStore`] (signing keys), and [`migrate`], which
-//! applies the schema in `migrations/` (embedded at build time).
+//! implemented on the store itself), [`PostgresKeyStore`] (signing keys),
+//! [`PostgresThrottleStore`] (brute-force throttling counters), and [`migrate`], which applies
+//! the schema in `migrations/` (embedded at build time).
 //!
 //! Invariant: this is the only crate that knows diesel, diesel-async and deadpool. Nothing of
 //! theirs appears in its public API; rows and connections stay inside, and every failure leaves
@@ -22,6 +23,7 @@ mod rows;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod throttle;
 mod unit;
 
 use std::fmt;
@@ -45,6 +47,7 @@ pub use crate::feed::LISTENER_APPLICATION_NAME;
 use crate::feed::ListenTarget;
 pub use crate::keys::PostgresKeyStore;
 use crate::pool::Db;
+pub use crate::throttle::PostgresThrottleStore;
 use crate::unit::PgUnit;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
@@ -121,6 +124,12 @@ impl PostgresStore {
     /// The signing-key store over the same pool.
     pub fn key_store(&self) -> PostgresKeyStore {
         PostgresKeyStore::new(self.db.clone())
+    }
+
+    /// The throttling counters over the same pool; each call auto-commits on its own, outside
+    /// any unit of work.
+    pub fn throttle_store(&self) -> PostgresThrottleStore {
+        PostgresThrottleStore::new(self.db.clone())
     }
 }
 

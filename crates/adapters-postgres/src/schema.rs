@@ -101,3 +101,11 @@ diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, sessions);
 diesel::joinable!(memberships -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(memberships, users);
+
+diesel::table! {
+    throttle_counters (key) {
+        key -> Text,
+        score -> Double,
+        updated_at -> Timestamptz,
+    }
+}

@@ -15,6 +15,7 @@ use iam_domain::{
 };
 use iam_ports::{
     FeedMessage, NewRefreshToken, RevocationEvent, RevocationFeed, Rotation, Store, StoreError,
+    ThrottleStore,
 };
 use iam_store_contract::Fixture;
 use iam_store_contract::fixtures::{hash, t0, tenant, user};
@@ -34,6 +35,7 @@ async fn fixture() -> Fixture {
         .expect("connect");
     Fixture {
         keys: Arc::new(store.key_store()),
+        throttle: Arc::new(store.throttle_store()),
         feed: Arc::new(store.clone()),
         store: Arc::new(store),
         guard: Box::new(db),
@@ -202,7 +204,8 @@ async fn migrate_applies_everything_to_an_empty_database() {
         vec![
             "00000000000001".to_owned(),
             "00000000000002".to_owned(),
-            "00000000000003".to_owned()
+            "00000000000003".to_owned(),
+            "00000000000004".to_owned()
         ]
     );
     assert!(migrate(&db.url).await.expect("migrate again").is_empty());
@@ -1409,4 +1412,59 @@ async fn second_factors_go_with_their_user() {
     )
     .await;
     assert_eq!(left, 1, "only the owner's challenge is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_counters_are_shared_by_instances() {
+    let db = TestDatabase::new().await;
+    let one = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let two = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (a, b) = (one.throttle_store(), two.throttle_store());
+    let key = "login:ip:0123456789abcdef".to_owned();
+    let leak = 1.0 / 180.0;
+    a.add_failure(&key, t0(), leak).await.expect("add");
+    let c = b.add_failure(&key, t0(), leak).await.expect("add");
+    assert!((c.score - 2.0).abs() < 1e-9, "{c:?}");
+    let seen = a
+        .counters(std::slice::from_ref(&key))
+        .await
+        .expect("counters")[0];
+    assert_eq!(seen, Some(c), "the other instance's failure counts here");
+    b.forget(&key).await.expect("forget");
+    assert!(a.counters(&[key]).await.expect("counters")[0].is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_counters_tolerate_clocks_behind_and_refuse_long_keys() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let throttle = store.throttle_store();
+    let later = t0() + chrono::Duration::seconds(60);
+    throttle.add_failure("k", later, 1.0).await.expect("add");
+    // An instance whose clock is behind drains nothing and does not move the counter back.
+    let c = throttle.add_failure("k", t0(), 1.0).await.expect("add");
+    assert!((c.score - 2.0).abs() < 1e-9, "{c:?}");
+    assert_eq!(c.updated_at, later);
+    // Long drains floor at zero.
+    let c = throttle
+        .add_failure("k", later + chrono::Duration::hours(1), 1.0)
+        .await
+        .expect("add");
+    assert!((c.score - 1.0).abs() < 1e-9, "{c:?}");
+    // Keys are hashes; anything longer is a bug and is refused rather than stored.
+    let long = "x".repeat(201);
+    assert!(matches!(
+        throttle.add_failure(&long, t0(), 1.0).await,
+        Err(StoreError::Unexpected(_))
+    ));
+    assert_eq!(
+        throttle.counters(&[]).await.expect("no keys"),
+        Vec::<Option<iam_domain::throttle::Counter>>::new()
+    );
 }
