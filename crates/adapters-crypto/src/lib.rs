@@ -7,12 +7,14 @@
 
 pub mod clock;
 pub mod hasher;
+pub mod screen;
 pub mod sealer;
 pub mod signer;
 pub mod totp;
 
 pub use clock::{ManualClock, OsRandom, SystemClock};
 pub use hasher::{Argon2Config, Argon2Hasher, HasherStats};
+pub use screen::ZxcvbnScreen;
 pub use sealer::{AesGcmSealer, MasterKeyError};
 pub use signer::EcdsaSigner;
 pub use totp::RfcTotp;

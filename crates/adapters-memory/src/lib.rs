@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use iam_domain::throttle::Counter;
 use iam_domain::{
     Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
     SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
@@ -18,7 +19,7 @@ use iam_domain::{
 use iam_ports::{
     FeedMessage, KeyStore, MfaRepo, NewRefreshToken, RevocationEvent, RevocationFeed,
     RevocationSnapshot, Rotation, SessionRepo, Store, StoreError, StoredKey, TenantRepo,
-    UnitOfWork, UserFilter, UserRecord, UserRepo,
+    ThrottleStore, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard, broadcast};
 
@@ -753,6 +754,62 @@ impl RevocationFeed for MemoryStore {
                 }
             }
         })))
+    }
+}
+
+/// Throttling counters in memory (one instance's view; PostgreSQL shares them across instances).
+#[derive(Default)]
+pub struct MemoryThrottleStore {
+    counters: std::sync::Mutex<HashMap<String, Counter>>,
+}
+
+impl MemoryThrottleStore {
+    /// No counters yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counter>> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for MemoryThrottleStore {
+    async fn counters(&self, keys: &[String]) -> Result<Vec<Option<Counter>>, StoreError> {
+        let counters = self.lock();
+        Ok(keys.iter().map(|k| counters.get(k).copied()).collect())
+    }
+
+    async fn add_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        leak_per_sec: f64,
+    ) -> Result<Counter, StoreError> {
+        let mut counters = self.lock();
+        let drained = counters.get(key).map_or(0.0, |c| {
+            let elapsed = (now - c.updated_at).num_milliseconds().max(0) as f64 / 1000.0;
+            (c.score - elapsed * leak_per_sec).max(0.0)
+        });
+        let counter = Counter {
+            score: drained + 1.0,
+            updated_at: now,
+        };
+        counters.insert(key.to_owned(), counter);
+        Ok(counter)
+    }
+
+    async fn forget(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+
+    async fn purge(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut counters = self.lock();
+        let len = counters.len();
+        counters.retain(|_, c| c.updated_at >= before);
+        Ok((len - counters.len()) as u64)
     }
 }
 

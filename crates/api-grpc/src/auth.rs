@@ -1,8 +1,11 @@
 //! AuthService: Login, Refresh, ValidateToken.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use iam_application::{AuthService, SecondFactor, SignIn, TokenPair, Unauthenticated};
+use iam_application::{
+    AuthService, SecondFactor, SignIn, TokenPair, TrustedProxies, Unauthenticated,
+};
 use iam_domain::{AccessClaims, Audience, Email, Password, RecoveryCode};
 use tonic::{Request, Response, Status};
 
@@ -13,11 +16,28 @@ use crate::status::{self, invalid};
 /// The AuthService implementation.
 pub struct Auth {
     auth: Arc<AuthService>,
+    trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl Auth {
-    pub fn new(auth: Arc<AuthService>) -> Self {
-        Self { auth }
+    pub fn new(auth: Arc<AuthService>, trusted_proxies: Arc<TrustedProxies>) -> Self {
+        Self {
+            auth,
+            trusted_proxies,
+        }
+    }
+
+    /// The caller's address: the peer, or what a trusted proxy forwarded.
+    fn client<T>(&self, request: &Request<T>) -> Result<IpAddr, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.ip())
+            .ok_or_else(|| Status::internal("the peer's address is unknown"))?;
+        let forwarded = request
+            .metadata()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(self.trusted_proxies.client(peer, forwarded))
     }
 }
 
@@ -69,6 +89,7 @@ impl auth_service_server::AuthService for Auth {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = self.client(&request)?;
         let req = request.into_inner();
         let email = Email::parse(&req.email).map_err(|e| invalid("email", e))?;
         let password = Password::presented(&req.password).map_err(|e| invalid("password", e))?;
@@ -79,7 +100,7 @@ impl auth_service_server::AuthService for Auth {
         };
         let outcome = match self
             .auth
-            .login(&email, &password, tenant)
+            .login(&email, &password, tenant, client)
             .await
             .map_err(status::auth)?
         {
@@ -101,10 +122,11 @@ impl auth_service_server::AuthService for Auth {
         &self,
         request: Request<pb::VerifyMfaRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
+        let client = self.client(&request)?;
         let req = request.into_inner();
         let pair = self
             .auth
-            .complete_mfa(&req.mfa_token, SecondFactor::Totp(req.code))
+            .complete_mfa(&req.mfa_token, SecondFactor::Totp(req.code), client)
             .await
             .map_err(status::auth)?;
         Ok(Response::new(tokens(pair)))
@@ -114,13 +136,14 @@ impl auth_service_server::AuthService for Auth {
         &self,
         request: Request<pb::RecoverRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
+        let client = self.client(&request)?;
         let req = request.into_inner();
         // A malformed code is just a wrong one: it spends an attempt like any other.
         let code = RecoveryCode::parse(&req.recovery_code)
             .unwrap_or_else(|| RecoveryCode::from_random([0; 10]));
         let pair = self
             .auth
-            .complete_mfa(&req.mfa_token, SecondFactor::Recovery(code))
+            .complete_mfa(&req.mfa_token, SecondFactor::Recovery(code), client)
             .await
             .map_err(status::auth)?;
         Ok(Response::new(tokens(pair)))
@@ -130,9 +153,10 @@ impl auth_service_server::AuthService for Auth {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
+        let client = self.client(&request)?;
         let pair = self
             .auth
-            .refresh(&request.into_inner().refresh_token)
+            .refresh(&request.into_inner().refresh_token, client)
             .await
             .map_err(status::auth)?;
         Ok(Response::new(tokens(pair)))

@@ -13,7 +13,7 @@ mod users;
 
 use std::sync::Arc;
 
-use iam_application::{AuthService, TenantService, UserService};
+use iam_application::{AuthService, TenantService, TrustedProxies, UserService};
 
 pub use credential::ServiceCredentials;
 
@@ -34,6 +34,8 @@ pub struct GrpcState {
     pub tenants: Arc<TenantService>,
     /// Credentials that management RPCs require in `authorization: Bearer …` metadata.
     pub credentials: ServiceCredentials,
+    /// Proxies whose `x-forwarded-for` names the client.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 /// Why the gRPC routes could not be built.
@@ -67,7 +69,10 @@ pub async fn routes(state: GrpcState) -> Result<tonic::service::Routes, RoutesEr
     let mut routes = tonic::service::Routes::new(health);
     routes = routes
         .add_service(reflection)
-        .add_service(AuthServiceServer::new(auth::Auth::new(state.auth.clone())))
+        .add_service(AuthServiceServer::new(auth::Auth::new(
+            state.auth.clone(),
+            state.trusted_proxies.clone(),
+        )))
         .add_service(IamServiceServer::with_interceptor(
             users::Users::new(state.users.clone()),
             move |req| check.require(req),

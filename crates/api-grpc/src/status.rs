@@ -27,6 +27,10 @@ pub fn auth(e: AuthError) -> Status {
         AuthError::InvalidCredentials => Status::unauthenticated("invalid email or password"),
         AuthError::NotAMember => Status::permission_denied("not a member of the requested tenant"),
         AuthError::TenantBlocked => Status::permission_denied("the tenant is blocked"),
+        AuthError::WeakPassword(weakness) => invalid("password", weakness),
+        AuthError::Throttled(secs) => Status::resource_exhausted(format!(
+            "too many failed attempts from this address; retry in {secs} s"
+        )),
         AuthError::InvalidMfaToken => Status::unauthenticated(
             "invalid_mfa_token: the sign-in challenge is unknown, expired or out of attempts",
         ),
@@ -53,6 +57,7 @@ pub fn user(e: UserError) -> Status {
         UserError::NotFound => Status::not_found("user not found"),
         UserError::TenantNotFound => Status::not_found("tenant not found"),
         UserError::EmailTaken => Status::already_exists("a user with this email exists"),
+        UserError::WeakPassword(weakness) => invalid("password", weakness),
         UserError::Overloaded => {
             Status::resource_exhausted("password hashing is at capacity; retry shortly")
         }

@@ -84,3 +84,34 @@ pub async fn principal(
         .ok_or_else(|| ApiError::unauthenticated(None))?;
     Ok(state.auth.authenticate(token).await?)
 }
+
+/// The client's address: the socket peer, or what a trusted proxy forwarded. Requires the router
+/// to be served with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| {
+                tracing::error!("the router is served without connection info");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Something went wrong on our side",
+                )
+            })?;
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(Self(state.trusted_proxies.client(peer, forwarded)))
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
-use iam_application::{AuthService, KeyService, MfaService};
+use iam_application::{AuthService, KeyService, MfaService, TrustedProxies};
 use iam_ports::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -34,6 +34,8 @@ pub struct AppState {
     pub mfa: Arc<MfaService>,
     pub keys: Arc<KeyService>,
     pub store: Arc<dyn Store>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 #[derive(utoipa::OpenApi)]

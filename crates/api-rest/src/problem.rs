@@ -72,6 +72,13 @@ impl ApiError {
         self
     }
 
+    /// Adds `Retry-After` with a computed number of seconds.
+    pub fn retry_after(mut self, secs: i64) -> Self {
+        self.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
+        self
+    }
+
     /// 422 with per-field errors.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let mut e = Self::new(
@@ -163,6 +170,16 @@ impl From<AuthError> for ApiError {
                 "tenant_blocked",
                 "The tenant is blocked",
             ),
+            AuthError::WeakPassword(weakness) => Self::validation(vec![FieldError {
+                field: "password".into(),
+                message: weakness.to_string(),
+            }]),
+            AuthError::Throttled(secs) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "Too many failed attempts; retry later",
+            )
+            .retry_after(secs),
             AuthError::InvalidMfaToken => Self::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_mfa_token",

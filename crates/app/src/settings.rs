@@ -17,6 +17,9 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     pub validation: ValidationSettings,
     pub mfa: MfaSettings,
+    pub throttle: ThrottleSettings,
+    /// The product's name: new passwords may not be built from it.
+    pub product_name: String,
     /// The externally visible base URL; the default token issuer.
     pub public_base_url: String,
     pub tokens: TokenSettings,
@@ -35,6 +38,9 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client; applies to gRPC's
+    /// `x-forwarded-for` too. Everyone else's is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The gRPC listener (API gateway and data layer).
@@ -57,6 +63,64 @@ pub struct TlsSettings {
     pub key_file: PathBuf,
     /// When set, every client must present a certificate signed by this CA.
     pub client_ca_file: Option<PathBuf>,
+}
+
+/// One throttling rule: failures tolerated per window.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    pub threshold: u32,
+    pub window_secs: i64,
+}
+
+/// Brute-force throttling.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleSettings {
+    /// Failed sign-ins for one account from one address.
+    pub login_pair: RuleSettings,
+    /// Failed sign-ins from one address.
+    pub login_address: RuleSettings,
+    /// Failed sign-ins for one account from all addresses before a security event is logged.
+    pub account_alert: RuleSettings,
+    /// Wrong second factors from one address.
+    pub second_factor: RuleSettings,
+    /// Rejected refresh tokens from one address.
+    pub refresh: RuleSettings,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        let d = iam_application::ThrottlePolicy::default();
+        let r = |rule: iam_domain::throttle::Rule| RuleSettings {
+            threshold: rule.threshold,
+            window_secs: rule.window.num_seconds(),
+        };
+        Self {
+            login_pair: r(d.login_pair),
+            login_address: r(d.login_address),
+            account_alert: r(d.account_alert),
+            second_factor: r(d.second_factor),
+            refresh: r(d.refresh),
+        }
+    }
+}
+
+impl ThrottleSettings {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> iam_application::ThrottlePolicy {
+        let rule = |r: RuleSettings| iam_domain::throttle::Rule {
+            threshold: r.threshold,
+            window: chrono::Duration::seconds(r.window_secs),
+        };
+        iam_application::ThrottlePolicy {
+            login_pair: rule(self.login_pair),
+            login_address: rule(self.login_address),
+            account_alert: rule(self.account_alert),
+            second_factor: rule(self.second_factor),
+            refresh: rule(self.refresh),
+        }
+    }
 }
 
 /// Multi-factor authentication.
@@ -158,6 +222,8 @@ impl Default for Settings {
             grpc: GrpcSettings::default(),
             validation: ValidationSettings::default(),
             mfa: MfaSettings::default(),
+            throttle: ThrottleSettings::default(),
+            product_name: "IAM".into(),
             public_base_url: "http://localhost:8080".into(),
             tokens: TokenSettings::default(),
             database: None,
@@ -173,6 +239,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -371,6 +438,21 @@ impl Settings {
                 "mfa.issuer",
                 "must be non-empty and contain no ':'",
             ));
+        }
+        if let Err(problem) = iam_application::TrustedProxies::parse(&self.http.trusted_proxies) {
+            return Err(invalid("http.trusted_proxies", problem));
+        }
+        let t = &self.throttle;
+        for (key, rule) in [
+            ("throttle.login_pair", t.login_pair),
+            ("throttle.login_address", t.login_address),
+            ("throttle.account_alert", t.account_alert),
+            ("throttle.second_factor", t.second_factor),
+            ("throttle.refresh", t.refresh),
+        ] {
+            if rule.threshold == 0 || rule.window_secs <= 0 {
+                return Err(invalid(key, "threshold and window_secs must be positive"));
+            }
         }
         if self.keys.reload_interval_secs == 0 {
             return Err(invalid("keys.reload_interval_secs", "must be at least 1"));

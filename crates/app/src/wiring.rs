@@ -6,16 +6,17 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use iam_adapters_crypto::{
     AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, OsRandom, RfcTotp,
+    ZxcvbnScreen,
 };
-use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
+use iam_adapters_memory::{MemoryKeyStore, MemoryStore, MemoryThrottleStore};
 use iam_adapters_postgres::{PgConfig, PostgresStore};
 use iam_api_grpc::{GrpcState, ServiceCredentials};
 use iam_application::{
-    AuthService, KeyService, MfaService, Ports, RevocationView, TenantService, TokenValidator,
-    UserService,
+    AuthService, KeyService, MfaService, Ports, RevocationView, TenantService, Throttle,
+    TokenValidator, TrustedProxies, UserService,
 };
 use iam_domain::{KeyId, TokenPolicy};
-use iam_ports::{Clock, KeyStore, RevocationFeed, Rng, SecretSealer, Store, random};
+use iam_ports::{Clock, KeyStore, RevocationFeed, Rng, SecretSealer, Store, ThrottleStore, random};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -50,6 +51,7 @@ impl Drop for App {
 /// The adapters behind the store ports.
 pub struct Stores {
     pub store: Arc<dyn Store>,
+    pub throttle: Arc<dyn ThrottleStore>,
     pub keys: Arc<dyn KeyStore>,
     pub feed: Arc<dyn RevocationFeed>,
     pub sealer: Arc<dyn SecretSealer>,
@@ -92,6 +94,7 @@ pub async fn stores(settings: &Settings, rng: &dyn Rng) -> anyhow::Result<Stores
             .context("connecting to the database (configuration key `database.url`)")?;
             Ok(Stores {
                 keys: Arc::new(store.key_store()),
+                throttle: Arc::new(store.throttle_store()),
                 feed: Arc::new(store.clone()),
                 store: Arc::new(store),
                 sealer: Arc::new(sealer),
@@ -107,6 +110,7 @@ pub async fn stores(settings: &Settings, rng: &dyn Rng) -> anyhow::Result<Stores
             };
             let store = MemoryStore::new();
             Ok(Stores {
+                throttle: Arc::new(MemoryThrottleStore::new()),
                 feed: Arc::new(store.clone()),
                 store: Arc::new(store),
                 keys: Arc::new(MemoryKeyStore::new()),
@@ -156,6 +160,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         keys: key_store,
         feed,
         sealer,
+        throttle: throttle_store,
     } = stores(settings, &*rng).await?;
     if settings.database.is_none() {
         warn!(
@@ -241,8 +246,20 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         rng,
         totp: Arc::new(RfcTotp),
         sealer,
+        screen: Arc::new(ZxcvbnScreen),
     };
-    let auth = Arc::new(AuthService::new(ports.clone(), policy, validator));
+    let throttle = Arc::new(Throttle::new(
+        throttle_store.clone(),
+        ports_clock.clone(),
+        settings.throttle.policy(),
+    ));
+    let auth = Arc::new(AuthService::new(
+        ports.clone(),
+        policy,
+        validator,
+        throttle,
+        settings.product_name.clone(),
+    ));
     let mfa = Arc::new(MfaService::new(
         ports.clone(),
         view.clone(),
@@ -281,9 +298,11 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
     }
 
     {
-        // Unanswered sign-in challenges expire after five minutes; sweep them now and then.
+        // Unanswered sign-in challenges expire after five minutes, and throttle counters drain;
+        // sweep both now and then.
         let store = store.clone();
         let clock = ports_clock.clone();
+        let throttle_store = throttle_store.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(300));
             loop {
@@ -292,22 +311,34 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
                     let mut uow = store.begin().await?;
                     let n = uow.purge_mfa_challenges(clock.now()).await?;
                     uow.commit().await?;
-                    Ok::<u64, iam_ports::StoreError>(n)
+                    // Counters idle this long have drained to nothing under any sane rule.
+                    let idle = throttle_store
+                        .purge(clock.now() - chrono::Duration::days(1))
+                        .await?;
+                    Ok::<u64, iam_ports::StoreError>(n + idle)
                 };
                 match swept.await {
                     Ok(0) => {}
-                    Ok(n) => info!(purged = n, "expired sign-in challenges purged"),
-                    Err(e) => warn!(error = %e, "purging expired sign-in challenges failed"),
+                    Ok(n) => info!(
+                        purged = n,
+                        "expired sign-in challenges and idle counters purged"
+                    ),
+                    Err(e) => warn!(error = %e, "purging expired challenges and counters failed"),
                 }
             }
         }));
     }
 
+    let trusted_proxies = Arc::new(
+        TrustedProxies::parse(&settings.http.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("configuration key `http.trusted_proxies`: {e}"))?,
+    );
     let router = iam_api_rest::router(iam_api_rest::AppState {
         auth: auth.clone(),
         mfa: mfa.clone(),
         keys: keys.clone(),
         store: store.clone(),
+        trusted_proxies: trusted_proxies.clone(),
     });
     let grpc = iam_api_grpc::routes(GrpcState {
         auth: auth.clone(),
@@ -320,6 +351,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
                 .iter()
                 .map(ExposeSecret::expose_secret),
         ),
+        trusted_proxies,
     })
     .await?;
     Ok(App {

@@ -1,8 +1,10 @@
 //! Registration, sign-in, refresh, sign-out and bearer authentication.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::Duration;
+use iam_domain::Weakness;
 use iam_domain::mfa::{MFA_CHALLENGE_SECS, MFA_MAX_ATTEMPTS};
 use iam_domain::token::Grant;
 use iam_domain::{
@@ -16,7 +18,7 @@ use iam_ports::{
 };
 use tracing::{info, warn};
 
-use crate::{Ports, TokenValidator};
+use crate::{Ports, Scope, Throttle, ThrottleError, TokenValidator};
 
 /// Why an authentication use case failed. Transports map each variant to one stable answer.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,12 @@ pub enum AuthError {
     /// The tenant is blocked.
     #[error("tenant is blocked")]
     TenantBlocked,
+    /// A new password is on a blocklist or built from the user's context.
+    #[error("weak password: {0}")]
+    WeakPassword(Weakness),
+    /// Too many recent failures from this client (and account); retry after this many seconds.
+    #[error("too many failed attempts")]
+    Throttled(i64),
     /// The MFA token is unknown, expired, spent, or out of attempts.
     #[error("invalid mfa token")]
     InvalidMfaToken,
@@ -77,6 +85,15 @@ impl From<StoreError> for AuthError {
         match e {
             StoreError::Unavailable(_) => Self::Unavailable(e),
             StoreError::Conflict(_) | StoreError::Unexpected(_) => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<ThrottleError> for AuthError {
+    fn from(e: ThrottleError) -> Self {
+        match e {
+            ThrottleError::Throttled(secs) => Self::Throttled(secs),
+            ThrottleError::Store(s) => Self::from(s),
         }
     }
 }
@@ -160,15 +177,41 @@ pub struct AuthService {
     ports: Ports,
     policy: TokenPolicy,
     validator: Arc<TokenValidator>,
+    throttle: Arc<Throttle>,
+    /// The product's name, which new passwords must not be built from.
+    product: String,
 }
 
 impl AuthService {
     /// Builds the service.
-    pub fn new(ports: Ports, policy: TokenPolicy, validator: Arc<TokenValidator>) -> Self {
+    pub fn new(
+        ports: Ports,
+        policy: TokenPolicy,
+        validator: Arc<TokenValidator>,
+        throttle: Arc<Throttle>,
+        product: String,
+    ) -> Self {
         Self {
             ports,
             policy,
             validator,
+            throttle,
+            product,
+        }
+    }
+
+    /// Refuses a new password that is common, predictable, or built from the account's own
+    /// details or the product's name.
+    pub fn screen(&self, password: &Password, email: &Email, name: &str) -> Result<(), AuthError> {
+        let context = [
+            email.local_part(),
+            email.as_str(),
+            name,
+            self.product.as_str(),
+        ];
+        match self.ports.screen.weakness(password, &context) {
+            Some(w) => Err(AuthError::WeakPassword(w)),
+            None => Ok(()),
         }
     }
 
@@ -185,6 +228,8 @@ impl AuthService {
     /// Creates the account, a tenant it owns and the owner membership; does nothing for an email
     /// that is taken. Both paths hash the password, so they cost the same and answer alike.
     pub async fn register(&self, cmd: RegisterCommand) -> Result<(), AuthError> {
+        // Judged on the request alone, so the answer says nothing about existing accounts.
+        self.screen(&cmd.password, &cmd.email, cmd.name.as_str())?;
         let hash = self.ports.hasher.hash(&cmd.password).await?;
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
@@ -235,7 +280,13 @@ impl AuthService {
         email: &Email,
         password: &Password,
         tenant: Option<TenantId>,
+        client: IpAddr,
     ) -> Result<SignIn, AuthError> {
+        // Before any store or Argon2 work, and keyed by the email as typed: a throttled answer
+        // is the same for existing and unknown accounts, and costs nothing.
+        self.throttle
+            .check(&[Scope::LoginPair(email, client), Scope::LoginAddress(client)])
+            .await?;
         let mut uow = self.ports.store.begin().await?;
         let record = uow.user_by_email(email).await?;
         uow.commit().await?;
@@ -254,8 +305,20 @@ impl AuthService {
         };
         let user = match user {
             Some(user) if verified && user.can_sign_in() => user,
-            _ => return Err(AuthError::InvalidCredentials),
+            _ => {
+                self.throttle
+                    .failed(&[
+                        Scope::LoginPair(email, client),
+                        Scope::LoginAddress(client),
+                        Scope::Account(email),
+                    ])
+                    .await?;
+                return Err(AuthError::InvalidCredentials);
+            }
         };
+        self.throttle
+            .succeeded(Scope::LoginPair(email, client))
+            .await?;
         self.first_factor_passed(user, tenant, vec!["pwd".into()])
             .await
     }
@@ -314,6 +377,23 @@ impl AuthService {
     /// The second step of a sign-in: a TOTP code or a recovery code for an MFA challenge.
     /// Each try spends one of the challenge's attempts, right or wrong.
     pub async fn complete_mfa(
+        &self,
+        mfa_token: &str,
+        factor: SecondFactor,
+        client: IpAddr,
+    ) -> Result<TokenPair, AuthError> {
+        self.throttle.check(&[Scope::SecondFactor(client)]).await?;
+        let outcome = self.second_factor(mfa_token, factor).await;
+        if matches!(
+            outcome,
+            Err(AuthError::InvalidMfaToken | AuthError::InvalidMfaCode)
+        ) {
+            self.throttle.failed(&[Scope::SecondFactor(client)]).await?;
+        }
+        outcome
+    }
+
+    async fn second_factor(
         &self,
         mfa_token: &str,
         factor: SecondFactor,
@@ -435,7 +515,16 @@ impl AuthService {
 
     /// Rotates a refresh token: the presented one is spent and a new pair is issued for the same
     /// session and tenant. A spent token revokes its whole family.
-    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, AuthError> {
+    pub async fn refresh(&self, presented: &str, client: IpAddr) -> Result<TokenPair, AuthError> {
+        self.throttle.check(&[Scope::Refresh(client)]).await?;
+        let outcome = self.rotate(presented).await;
+        if matches!(outcome, Err(AuthError::InvalidGrant)) {
+            self.throttle.failed(&[Scope::Refresh(client)]).await?;
+        }
+        outcome
+    }
+
+    async fn rotate(&self, presented: &str) -> Result<TokenPair, AuthError> {
         let Some(presented) = RefreshToken::parse(presented) else {
             return Err(AuthError::InvalidGrant);
         };

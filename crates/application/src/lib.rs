@@ -4,25 +4,31 @@
 //! arrives through `iam-ports` traits held as `Arc<dyn Port>`.
 
 pub mod auth;
+pub mod client;
 pub mod keys;
 pub mod mfa;
 pub mod revocation;
 pub mod tenants;
+pub mod throttle;
 pub mod users;
 pub mod validate;
 
 use std::sync::Arc;
 
-use iam_ports::{Clock, PasswordHasher, Rng, SecretSealer, Store, TokenSigner, Totp};
+use iam_ports::{
+    Clock, PasswordHasher, PasswordScreen, Rng, SecretSealer, Store, TokenSigner, Totp,
+};
 
 pub use auth::{
     AuthError, AuthService, Me, Principal, RegisterCommand, SecondFactor, SignIn, TokenPair,
     Unauthenticated,
 };
+pub use client::TrustedProxies;
 pub use keys::{KeyError, KeyService};
 pub use mfa::{Enrolment, MfaError, MfaService, RecoverySummary, StepUp};
 pub use revocation::RevocationView;
 pub use tenants::{TenantError, TenantService, TenantStanding};
+pub use throttle::{Scope, Throttle, ThrottleError, ThrottlePolicy};
 pub use users::{NewUser, UserChanges, UserError, UserPage, UserService};
 pub use validate::TokenValidator;
 
@@ -37,4 +43,6 @@ pub struct Ports {
     pub totp: Arc<dyn Totp>,
     /// Seals secrets at rest (TOTP seeds) under the master key.
     pub sealer: Arc<dyn SecretSealer>,
+    /// Refuses common, predictable and personal passwords.
+    pub screen: Arc<dyn PasswordScreen>,
 }

@@ -23,6 +23,8 @@ pub enum UserError {
     TenantNotFound,
     #[error("a user with this email exists")]
     EmailTaken,
+    #[error("weak password: {0}")]
+    WeakPassword(iam_domain::Weakness),
     #[error("password hashing is at capacity")]
     Overloaded,
     #[error("service unavailable")]
@@ -90,6 +92,16 @@ impl UserService {
 
     /// Creates a user who is a member of `tenant`.
     pub async fn create(&self, tenant: TenantId, new: NewUser) -> Result<User, UserError> {
+        if let Some(p) = &new.password {
+            let context = [
+                new.email.local_part(),
+                new.email.as_str(),
+                new.name.as_str(),
+            ];
+            if let Some(w) = self.ports.screen.weakness(p, &context) {
+                return Err(UserError::WeakPassword(w));
+            }
+        }
         let hash = match &new.password {
             Some(p) => Some(self.ports.hasher.hash(p).await?),
             None => None,

@@ -18,6 +18,9 @@ use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+/// Where the set-up's sign-ins come from.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// Options of `iam-bench validate`.
 #[derive(clap::Args)]
 pub struct Options {
@@ -392,14 +395,14 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             .register(iam_application_command(email.clone(), password.clone())?)
             .await?;
         let iam_application::SignIn::Tokens(first) =
-            app.auth.login(&email, &password, None).await?
+            app.auth.login(&email, &password, None, LOOPBACK).await?
         else {
             anyhow::bail!("the bench user has no second factor");
         };
         let mut pool = vec![first.access_token.clone()];
         let mut refresh = first.refresh_token;
         while pool.len() < o.tokens {
-            let next = app.auth.refresh(refresh.expose()).await?;
+            let next = app.auth.refresh(refresh.expose(), LOOPBACK).await?;
             pool.push(next.access_token.clone());
             refresh = next.refresh_token;
         }

@@ -11,13 +11,14 @@ pub mod mfa;
 pub mod password;
 pub mod session;
 pub mod tenant;
+pub mod throttle;
 pub mod token;
 pub mod user;
 
 pub use email::{Email, EmailError};
 pub use ids::{KeyId, SessionId, TenantId, UserId};
 pub use mfa::{MfaChallenge, MfaEnrolment, MfaToken, RecoveryCode, StoredRecoveryCode, TotpSecret};
-pub use password::{Password, PasswordError, PasswordHash};
+pub use password::{Password, PasswordError, PasswordHash, Weakness};
 pub use session::{RefreshToken, RefreshTokenHash, Session};
 pub use tenant::{Membership, RoleName, Tenant, TenantName, TenantStatus};
 pub use token::{AccessClaims, Audience, ClaimsError, Grant, TokenPolicy};

@@ -59,6 +59,18 @@ impl fmt::Debug for Password {
     }
 }
 
+/// Why a password that meets the length policy is still refused (NIST 800-63B §5.1.1.2).
+/// The message names the reason and never echoes the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Weakness {
+    #[error("this password is too common: it appears in lists of breached passwords")]
+    Common,
+    #[error("this password is too easy to guess: it is repetitive or sequential")]
+    Predictable,
+    #[error("this password is built from your email address, your name or the product's name")]
+    Personal,
+}
+
 /// A password hash in PHC string format (`$argon2id$v=19$m=…`). Safe to store, never to log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash(String);

@@ -120,3 +120,10 @@ pub trait Totp: Send + Sync {
     /// `text` as a QR code, an SVG document.
     fn qr_svg(&self, text: &str) -> String;
 }
+
+/// Screens new passwords against common and breached passwords and the user's own context.
+pub trait PasswordScreen: Send + Sync {
+    /// Why `password` should be refused, if it should. `context` holds words the password must
+    /// not be built from (email local part, name, product name).
+    fn weakness(&self, password: &Password, context: &[&str]) -> Option<iam_domain::Weakness>;
+}

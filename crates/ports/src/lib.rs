@@ -9,10 +9,11 @@ pub mod keys;
 pub mod revocation;
 pub mod store;
 pub mod system;
+pub mod throttle;
 
 pub use crypto::{
-    HashError, KeyMaterial, PasswordHasher, SealError, SecretSealer, SignError, TokenRejection,
-    TokenSigner, Totp,
+    HashError, KeyMaterial, PasswordHasher, PasswordScreen, SealError, SecretSealer, SignError,
+    TokenRejection, TokenSigner, Totp,
 };
 pub use keys::{KeyStore, StoredKey};
 pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
@@ -21,6 +22,7 @@ pub use store::{
     UserFilter, UserRecord, UserRepo,
 };
 pub use system::{Clock, Rng, random};
+pub use throttle::ThrottleStore;
 
 /// A boxed error from inside an adapter, kept as a `source` for logs, never shown to clients.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

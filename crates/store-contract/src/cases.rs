@@ -858,3 +858,78 @@ pub async fn mfa_challenges_cap_attempts_and_expire(f: &Fixture) {
     );
     uow.commit().await.expect("commit");
 }
+
+pub async fn throttle_counters_drain_grow_and_forget(f: &Fixture) {
+    let leak = 1.0 / 180.0;
+    let key = "login:pair:abc".to_owned();
+    for _ in 0..3 {
+        f.throttle.add_failure(&key, t0(), leak).await.expect("add");
+    }
+    let got = f
+        .throttle
+        .counters(&[key.clone(), "never".to_owned()])
+        .await
+        .expect("counters");
+    assert_eq!(got.len(), 2);
+    let first = got[0].expect("counted");
+    assert!((first.score - 3.0).abs() < 1e-9, "{first:?}");
+    assert_eq!(first.updated_at, t0());
+    assert!(got[1].is_none());
+    // 180 s later one failure has drained; the new one brings it back to three.
+    let later = f
+        .throttle
+        .add_failure(&key, t0() + Duration::seconds(180), leak)
+        .await
+        .expect("add");
+    assert!((later.score - 3.0).abs() < 1e-6, "{later:?}");
+    assert_eq!(later.updated_at, t0() + Duration::seconds(180));
+    f.throttle.forget(&key).await.expect("forget");
+    assert!(
+        f.throttle
+            .counters(std::slice::from_ref(&key))
+            .await
+            .expect("counters")[0]
+            .is_none()
+    );
+    f.throttle
+        .add_failure("old", t0(), leak)
+        .await
+        .expect("add");
+    f.throttle
+        .add_failure("new", t0() + Duration::hours(2), leak)
+        .await
+        .expect("add");
+    assert_eq!(
+        f.throttle
+            .purge(t0() + Duration::hours(1))
+            .await
+            .expect("purge"),
+        1
+    );
+    let left = f
+        .throttle
+        .counters(&["old".to_owned(), "new".to_owned()])
+        .await
+        .expect("counters");
+    assert!(left[0].is_none() && left[1].is_some());
+}
+
+pub async fn throttle_failures_add_up_under_concurrency(f: &Fixture) {
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let throttle = f.throttle.clone();
+        tasks.push(tokio::spawn(async move {
+            throttle.add_failure("hot", t0(), 0.001).await.expect("add")
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let c = f
+        .throttle
+        .counters(&["hot".to_owned()])
+        .await
+        .expect("counters")[0]
+        .expect("counted");
+    assert!((c.score - 20.0).abs() < 1e-9, "every failure counts: {c:?}");
+}

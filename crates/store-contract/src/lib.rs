@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use iam_ports::{KeyStore, RevocationFeed, Store};
+use iam_ports::{KeyStore, RevocationFeed, Store, ThrottleStore};
 
 pub mod cases;
 pub mod fixtures;
@@ -16,6 +16,7 @@ pub struct Fixture {
     pub store: Arc<dyn Store>,
     pub keys: Arc<dyn KeyStore>,
     pub feed: Arc<dyn RevocationFeed>,
+    pub throttle: Arc<dyn ThrottleStore>,
     pub guard: Box<dyn Any + Send>,
 }
 
@@ -45,6 +46,8 @@ macro_rules! store_contract_tests {
             mfa_enrolment_and_replay_guard,
             recovery_codes_are_single_use,
             mfa_challenges_cap_attempts_and_expire,
+            throttle_counters_drain_grow_and_forget,
+            throttle_failures_add_up_under_concurrency,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

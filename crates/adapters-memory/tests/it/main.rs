@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
+use iam_adapters_memory::{MemoryKeyStore, MemoryStore, MemoryThrottleStore};
 use iam_store_contract::Fixture;
 
 async fn fixture() -> Fixture {
@@ -11,6 +11,7 @@ async fn fixture() -> Fixture {
         feed: Arc::new(store.clone()),
         store: Arc::new(store),
         keys: Arc::new(MemoryKeyStore::new()),
+        throttle: Arc::new(MemoryThrottleStore::new()),
         guard: Box::new(()),
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::Fields;
 use crate::AppState;
-use crate::extract::{ApiJson, Authenticated};
+use crate::extract::{ApiJson, Authenticated, ClientIp};
 use crate::problem::{ApiError, Problem};
 
 /// A new account.
@@ -52,7 +52,7 @@ const REGISTER_ACCEPTED: Accepted = Accepted {
     request_body = RegisterRequest,
     responses(
         (status = 202, description = "Accepted (also for an email that exists)", body = Accepted),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a common or personal password", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "At capacity; retry after the given seconds", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -166,11 +166,13 @@ pub(crate) fn tokens(pair: TokenPair) -> impl IntoResponse {
         (status = 401, description = "Unknown email, wrong password or disabled account (one answer for all)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a member of the tenant, or tenant blocked", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failures from this address; retry after the given seconds", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "At capacity; retry after the given seconds", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut fields = Fields::default();
@@ -182,7 +184,12 @@ pub async fn login(
     };
     let outcome = state
         .auth
-        .login(&email, &password, body.tenant_id.map(TenantId::from_uuid))
+        .login(
+            &email,
+            &password,
+            body.tenant_id.map(TenantId::from_uuid),
+            client,
+        )
         .await?;
     Ok(no_store(match outcome {
         SignIn::Tokens(pair) => LoginResponse::Tokens(token_body(pair)),
@@ -211,13 +218,15 @@ pub struct RefreshRequest {
     responses(
         (status = 200, description = "New tokens; the presented refresh token is spent", body = TokenResponse),
         (status = 400, description = "invalid_grant: unknown, spent, expired or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many rejected tokens from this address", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let pair = state.auth.refresh(&body.refresh_token).await?;
+    let pair = state.auth.refresh(&body.refresh_token, client).await?;
     Ok(tokens(pair))
 }
 

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::Fields;
 use super::auth::{TokenResponse, no_store, token_body, tokens};
 use crate::AppState;
-use crate::extract::{ApiJson, Authenticated, principal};
+use crate::extract::{ApiJson, Authenticated, ClientIp, principal};
 use crate::problem::{ApiError, Problem};
 
 /// A started enrolment. The secret is shown this once.
@@ -86,6 +86,7 @@ fn recovery_list(codes: &[RecoveryCode]) -> RecoveryCodes {
 )]
 pub async fn verify(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Response, ApiError> {
@@ -93,7 +94,7 @@ pub async fn verify(
         Some(token) => {
             let pair = state
                 .auth
-                .complete_mfa(&token, SecondFactor::Totp(body.code))
+                .complete_mfa(&token, SecondFactor::Totp(body.code), client)
                 .await?;
             Ok(no_store(VerifyResponse::Tokens(token_body(pair))).into_response())
         }
@@ -182,6 +183,7 @@ pub struct RecoveryRequest {
 )]
 pub async fn recovery(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<RecoveryRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     // A malformed code is just a wrong one: it spends an attempt like any other.
@@ -189,7 +191,7 @@ pub async fn recovery(
         RecoveryCode::parse(&body.code).unwrap_or_else(|| RecoveryCode::from_random([0; 10]));
     let pair = state
         .auth
-        .complete_mfa(&body.mfa_token, SecondFactor::Recovery(code))
+        .complete_mfa(&body.mfa_token, SecondFactor::Recovery(code), client)
         .await?;
     Ok(tokens(pair))
 }

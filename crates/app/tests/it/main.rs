@@ -10,3 +10,4 @@ mod load;
 mod mfa;
 mod openapi;
 mod support;
+mod throttle;

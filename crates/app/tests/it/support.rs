@@ -112,7 +112,12 @@ pub async fn spawn_with(
     let addr = listener.local_addr().expect("addr");
     let router = app.router.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.expect("serve");
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .expect("serve");
     });
     let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -6,7 +6,7 @@ use iam_domain::{
 };
 use iam_ports::{NewRefreshToken, PasswordHasher as _, Store as _, UnitOfWork};
 
-use crate::support::{Harness, PASSWORD, start};
+use crate::support::{CLIENT, Harness, PASSWORD, start};
 
 #[tokio::test]
 async fn register_then_login_as_owner_of_a_new_tenant() {
@@ -154,13 +154,24 @@ async fn tenant_choice_membership_and_blocking() {
 
     let email = Email::parse("ada@example.com").expect("email");
     let password = iam_domain::Password::presented(PASSWORD).expect("password");
-    let r = h.auth.login(&email, &password, Some(blocked.id)).await;
+    let r = h
+        .auth
+        .login(&email, &password, Some(blocked.id), CLIENT)
+        .await;
     assert!(matches!(r, Err(AuthError::TenantBlocked)), "{r:?}");
     let stranger = TenantId::new_v7(start(), [6; 10]);
-    let r = h.auth.login(&email, &password, Some(stranger)).await;
+    let r = h
+        .auth
+        .login(&email, &password, Some(stranger), CLIENT)
+        .await;
     assert!(matches!(r, Err(AuthError::NotAMember)), "{r:?}");
     // Without a choice, the oldest membership (the tenant from registration) is used.
-    let pair = crate::support::tokens(h.auth.login(&email, &password, None).await.expect("login"));
+    let pair = crate::support::tokens(
+        h.auth
+            .login(&email, &password, None, CLIENT)
+            .await
+            .expect("login"),
+    );
     assert_ne!(pair.tenant, blocked.id);
 }
 
@@ -171,7 +182,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let first = h.login("ada@example.com", PASSWORD).await.expect("login");
     let second = h
         .auth
-        .refresh(first.refresh_token.expose())
+        .refresh(first.refresh_token.expose(), CLIENT)
         .await
         .expect("refresh");
     assert_ne!(second.refresh_token, first.refresh_token);
@@ -181,9 +192,9 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
         .await
         .expect("new access token works");
 
-    let reuse = h.auth.refresh(first.refresh_token.expose()).await;
+    let reuse = h.auth.refresh(first.refresh_token.expose(), CLIENT).await;
     assert!(matches!(reuse, Err(AuthError::InvalidGrant)), "{reuse:?}");
-    let after = h.auth.refresh(second.refresh_token.expose()).await;
+    let after = h.auth.refresh(second.refresh_token.expose(), CLIENT).await;
     assert!(
         matches!(after, Err(AuthError::InvalidGrant)),
         "family is revoked: {after:?}"
@@ -199,7 +210,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
 async fn malformed_and_unknown_refresh_tokens_are_invalid_grants() {
     let h = Harness::new().await;
     for presented in ["", "short", &"A".repeat(43)] {
-        let r = h.auth.refresh(presented).await;
+        let r = h.auth.refresh(presented, CLIENT).await;
         assert!(
             matches!(r, Err(AuthError::InvalidGrant)),
             "{presented:?}: {r:?}"
@@ -219,7 +230,7 @@ async fn logout_ends_the_session() {
         Err(AuthError::Unauthenticated(Unauthenticated::Revoked))
     ));
     assert!(matches!(
-        h.auth.refresh(pair.refresh_token.expose()).await,
+        h.auth.refresh(pair.refresh_token.expose(), CLIENT).await,
         Err(AuthError::InvalidGrant)
     ));
 }
@@ -241,7 +252,7 @@ async fn access_tokens_expire_and_refresh_tokens_outlive_them() {
     ));
     let next = h
         .auth
-        .refresh(pair.refresh_token.expose())
+        .refresh(pair.refresh_token.expose(), CLIENT)
         .await
         .expect("refresh");
     h.auth
@@ -250,7 +261,7 @@ async fn access_tokens_expire_and_refresh_tokens_outlive_them() {
         .expect("fresh token");
     h.clock.advance(Duration::days(7));
     assert!(matches!(
-        h.auth.refresh(next.refresh_token.expose()).await,
+        h.auth.refresh(next.refresh_token.expose(), CLIENT).await,
         Err(AuthError::InvalidGrant)
     ));
 }
@@ -311,7 +322,7 @@ async fn refresh_ends_a_session_whose_tenant_is_blocked() {
     .expect("session");
     uow.commit().await.expect("commit");
 
-    let r = h.auth.refresh(token.expose()).await;
+    let r = h.auth.refresh(token.expose(), CLIENT).await;
     assert!(matches!(r, Err(AuthError::InvalidGrant)), "{r:?}");
     let mut uow = h.store.begin().await.expect("begin");
     let stored = uow

@@ -5,3 +5,4 @@ mod keys;
 mod management;
 mod mfa;
 mod support;
+mod throttle;

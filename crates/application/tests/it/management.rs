@@ -14,7 +14,7 @@ use iam_domain::{
 };
 use iam_ports::{KeyMaterial, SignError, Store as _, TokenRejection, TokenSigner, UserFilter};
 
-use crate::support::{Harness, PASSWORD, policy, start};
+use crate::support::{CLIENT, Harness, PASSWORD, policy, start};
 
 async fn owner_tenant(h: &Harness, email: &str) -> TenantId {
     h.register(email).await;
@@ -136,7 +136,7 @@ async fn disabling_deleting_and_restoring_users() {
         "{r:?}"
     );
     assert!(matches!(
-        h.auth.refresh(pair.refresh_token.expose()).await,
+        h.auth.refresh(pair.refresh_token.expose(), CLIENT).await,
         Err(AuthError::InvalidGrant)
     ));
     assert!(matches!(

@@ -8,7 +8,7 @@ use iam_application::{
 use iam_domain::mfa::totp_step;
 use iam_domain::{Password, RecoveryCode, TotpSecret};
 
-use crate::support::{Harness, PASSWORD, tokens};
+use crate::support::{CLIENT, Harness, PASSWORD, tokens};
 
 fn code(h: &Harness, secret: &TotpSecret, offset: i64) -> String {
     RfcTotp::code(secret, totp_step(iam_ports::Clock::now(&*h.clock)) + offset)
@@ -81,7 +81,11 @@ async fn enrolment_then_two_step_sign_in() {
     let token = challenge(&h, "ada@example.com").await;
     let pair = h
         .auth
-        .complete_mfa(&token, SecondFactor::Totp(code(&h, &enrolment.secret, 0)))
+        .complete_mfa(
+            &token,
+            SecondFactor::Totp(code(&h, &enrolment.secret, 0)),
+            CLIENT,
+        )
         .await
         .expect("second factor");
     let principal = h.auth.authenticate(&pair.access_token).await.expect("auth");
@@ -89,7 +93,11 @@ async fn enrolment_then_two_step_sign_in() {
     // The challenge is spent.
     let again = h
         .auth
-        .complete_mfa(&token, SecondFactor::Totp(code(&h, &enrolment.secret, 1)))
+        .complete_mfa(
+            &token,
+            SecondFactor::Totp(code(&h, &enrolment.secret, 1)),
+            CLIENT,
+        )
         .await;
     assert!(
         matches!(again, Err(AuthError::InvalidMfaToken)),
@@ -108,7 +116,11 @@ async fn a_code_works_once_and_only_near_now() {
         let token = challenge(&h, "ada@example.com").await;
         let r = h
             .auth
-            .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, offset)))
+            .complete_mfa(
+                &token,
+                SecondFactor::Totp(code(&h, &secret, offset)),
+                CLIENT,
+            )
             .await;
         assert_eq!(r.is_ok(), accepted, "offset {offset}: {r:?}");
         // Move on so each case starts after the last accepted step.
@@ -119,11 +131,14 @@ async fn a_code_works_once_and_only_near_now() {
     let used = code(&h, &secret, 0);
     let first = challenge(&h, "ada@example.com").await;
     h.auth
-        .complete_mfa(&first, SecondFactor::Totp(used.clone()))
+        .complete_mfa(&first, SecondFactor::Totp(used.clone()), CLIENT)
         .await
         .expect("first use");
     let second = challenge(&h, "ada@example.com").await;
-    let replay = h.auth.complete_mfa(&second, SecondFactor::Totp(used)).await;
+    let replay = h
+        .auth
+        .complete_mfa(&second, SecondFactor::Totp(used), CLIENT)
+        .await;
     assert!(
         matches!(replay, Err(AuthError::InvalidMfaCode)),
         "{replay:?}"
@@ -131,7 +146,7 @@ async fn a_code_works_once_and_only_near_now() {
     // And an earlier step's code after a later one was used is refused too.
     let earlier = h
         .auth
-        .complete_mfa(&second, SecondFactor::Totp(code(&h, &secret, -1)))
+        .complete_mfa(&second, SecondFactor::Totp(code(&h, &secret, -1)), CLIENT)
         .await;
     assert!(
         matches!(earlier, Err(AuthError::InvalidMfaCode)),
@@ -149,13 +164,13 @@ async fn the_challenge_dies_after_five_wrong_codes_or_five_minutes() {
     for _ in 0..5 {
         let r = h
             .auth
-            .complete_mfa(&token, SecondFactor::Totp("000000".into()))
+            .complete_mfa(&token, SecondFactor::Totp("000000".into()), CLIENT)
             .await;
         assert!(matches!(r, Err(AuthError::InvalidMfaCode)), "{r:?}");
     }
     let right = h
         .auth
-        .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, 0)))
+        .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, 0)), CLIENT)
         .await;
     assert!(
         matches!(right, Err(AuthError::InvalidMfaToken)),
@@ -166,7 +181,7 @@ async fn the_challenge_dies_after_five_wrong_codes_or_five_minutes() {
     h.clock.advance(Duration::minutes(5));
     let late = h
         .auth
-        .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, 0)))
+        .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, 0)), CLIENT)
         .await;
     assert!(
         matches!(late, Err(AuthError::InvalidMfaToken)),
@@ -176,7 +191,7 @@ async fn the_challenge_dies_after_five_wrong_codes_or_five_minutes() {
     for garbage in ["", "not-a-token"] {
         let r = h
             .auth
-            .complete_mfa(garbage, SecondFactor::Totp(code(&h, &secret, 0)))
+            .complete_mfa(garbage, SecondFactor::Totp(code(&h, &secret, 0)), CLIENT)
             .await;
         assert!(matches!(r, Err(AuthError::InvalidMfaToken)));
     }
@@ -195,7 +210,7 @@ async fn the_second_factor_cannot_be_skipped() {
         Err(AuthError::Unauthenticated(Unauthenticated::Malformed))
     ));
     assert!(matches!(
-        h.auth.refresh(&token).await,
+        h.auth.refresh(&token, CLIENT).await,
         Err(AuthError::InvalidGrant)
     ));
     // Another user's valid code does not open this user's challenge.
@@ -204,7 +219,7 @@ async fn the_second_factor_cannot_be_skipped() {
     let token = challenge(&h, "ada@example.com").await;
     let r = h
         .auth
-        .complete_mfa(&token, SecondFactor::Totp(code(&h, &bob_secret, 0)))
+        .complete_mfa(&token, SecondFactor::Totp(code(&h, &bob_secret, 0)), CLIENT)
         .await;
     assert!(matches!(r, Err(AuthError::InvalidMfaCode)), "{r:?}");
 }
@@ -219,7 +234,7 @@ async fn recovery_codes_are_single_use_and_cost_one_verification() {
     let before = h.stats.verifications();
     let pair = h
         .auth
-        .complete_mfa(&token, SecondFactor::Recovery(codes[3].clone()))
+        .complete_mfa(&token, SecondFactor::Recovery(codes[3].clone()), CLIENT)
         .await
         .expect("recovery");
     assert_eq!(
@@ -239,14 +254,14 @@ async fn recovery_codes_are_single_use_and_cost_one_verification() {
     let token = challenge(&h, "ada@example.com").await;
     let reuse = h
         .auth
-        .complete_mfa(&token, SecondFactor::Recovery(codes[3].clone()))
+        .complete_mfa(&token, SecondFactor::Recovery(codes[3].clone()), CLIENT)
         .await;
     assert!(matches!(reuse, Err(AuthError::InvalidMfaCode)), "{reuse:?}");
     let before = h.stats.verifications();
     let unknown = RecoveryCode::parse("ZZZZ-ZZZZ-ZZZZ-ZZZZ").expect("shape");
     let r = h
         .auth
-        .complete_mfa(&token, SecondFactor::Recovery(unknown))
+        .complete_mfa(&token, SecondFactor::Recovery(unknown), CLIENT)
         .await;
     assert!(matches!(r, Err(AuthError::InvalidMfaCode)));
     assert_eq!(
@@ -286,14 +301,14 @@ async fn regenerating_needs_step_up_and_invalidates_the_old_set() {
     let token = challenge(&h, "ada@example.com").await;
     let r = h
         .auth
-        .complete_mfa(&token, SecondFactor::Recovery(old[0].clone()))
+        .complete_mfa(&token, SecondFactor::Recovery(old[0].clone()), CLIENT)
         .await;
     assert!(
         matches!(r, Err(AuthError::InvalidMfaCode)),
         "the old set is gone: {r:?}"
     );
     h.auth
-        .complete_mfa(&token, SecondFactor::Recovery(new[0].clone()))
+        .complete_mfa(&token, SecondFactor::Recovery(new[0].clone()), CLIENT)
         .await
         .expect("the new set works");
     let regenerated = h
@@ -315,7 +330,7 @@ async fn disabling_needs_step_up_and_ends_other_sessions() {
     let other = {
         let token = challenge(&h, "ada@example.com").await;
         h.auth
-            .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, 0)))
+            .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, 0)), CLIENT)
             .await
             .expect("second session")
     };

@@ -5,16 +5,19 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone};
 use iam_adapters_crypto::{
     AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, ManualClock, OsRandom,
-    RfcTotp,
+    RfcTotp, ZxcvbnScreen,
 };
-use iam_adapters_memory::{MemoryKeyStore, MemoryStore};
+use iam_adapters_memory::{MemoryKeyStore, MemoryStore, MemoryThrottleStore};
 use iam_application::{
     AuthService, KeyService, MfaService, Ports, RegisterCommand, RevocationView, SignIn,
-    TenantService, TokenValidator, UserService,
+    TenantService, Throttle, ThrottlePolicy, TokenValidator, UserService,
 };
 use iam_domain::{DisplayName, Email, Password, TokenPolicy};
 
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The address test sign-ins come from.
+pub const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// Cheap parameters: these tests are about flows, not cost.
 const FAST: Argon2Config = Argon2Config {
@@ -98,9 +101,21 @@ impl Harness {
             clock: clock.clone(),
             rng: Arc::new(OsRandom),
             totp: Arc::new(RfcTotp),
+            screen: Arc::new(ZxcvbnScreen),
             sealer: Arc::new(AesGcmSealer::from_bytes(&[7; 32]).expect("sealer")),
         };
-        let auth = AuthService::new(ports.clone(), policy(), validator);
+        let throttle = Arc::new(Throttle::new(
+            Arc::new(MemoryThrottleStore::new()),
+            clock.clone(),
+            ThrottlePolicy::default(),
+        ));
+        let auth = AuthService::new(
+            ports.clone(),
+            policy(),
+            validator,
+            throttle,
+            "IAM Test".into(),
+        );
         let mfa = MfaService::new(ports.clone(), view.clone(), "IAM Test".into());
         let users = UserService::new(ports.clone(), view.clone());
         let tenants = TenantService::new(ports, view.clone());
@@ -150,6 +165,7 @@ impl Harness {
                 &Email::parse(email).expect("email"),
                 &Password::presented(password).expect("password"),
                 None,
+                CLIENT,
             )
             .await
     }

@@ -1,0 +1,170 @@
+//! Brute-force throttling that slows the attacker, never the victim: failures are counted per
+//! (account, client address) and per client address, never per account alone, so failures from
+//! other addresses cannot stop the rightful user from an address of their own.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::Duration;
+use iam_domain::Email;
+use iam_domain::throttle::Rule;
+use iam_ports::{Clock, StoreError, ThrottleStore};
+use sha2::{Digest as _, Sha256};
+use tracing::warn;
+
+/// The limits in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Failed sign-ins for one account from one address.
+    pub login_pair: Rule,
+    /// Failed sign-ins from one address, whatever the account.
+    pub login_address: Rule,
+    /// Failed sign-ins for one account from all addresses: past it, a security event is logged
+    /// (never a lockout).
+    pub account_alert: Rule,
+    /// Wrong second factors (TOTP, recovery codes, dead challenges) from one address.
+    pub second_factor: Rule,
+    /// Rejected refresh tokens from one address.
+    pub refresh: Rule,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        let rule = |threshold, minutes| Rule {
+            threshold,
+            window: Duration::minutes(minutes),
+        };
+        Self {
+            login_pair: rule(5, 15),
+            login_address: rule(50, 15),
+            account_alert: rule(100, 60),
+            second_factor: rule(10, 15),
+            refresh: rule(30, 15),
+        }
+    }
+}
+
+/// What a counter counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    LoginPair(&'a Email, IpAddr),
+    LoginAddress(IpAddr),
+    Account(&'a Email),
+    SecondFactor(IpAddr),
+    Refresh(IpAddr),
+}
+
+/// Why an attempt may not go ahead.
+#[derive(Debug, thiserror::Error)]
+pub enum ThrottleError {
+    #[error("too many failed attempts; retry in {0} s")]
+    Throttled(i64),
+    #[error("throttle store failed")]
+    Store(#[from] StoreError),
+}
+
+/// Counts failures and refuses attempts past the policy, before any expensive work.
+pub struct Throttle {
+    store: Arc<dyn ThrottleStore>,
+    clock: Arc<dyn Clock>,
+    policy: ThrottlePolicy,
+}
+
+impl Throttle {
+    /// Builds the throttle.
+    pub fn new(
+        store: Arc<dyn ThrottleStore>,
+        clock: Arc<dyn Clock>,
+        policy: ThrottlePolicy,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            policy,
+        }
+    }
+
+    fn rule(&self, scope: Scope<'_>) -> Rule {
+        match scope {
+            Scope::LoginPair(..) => self.policy.login_pair,
+            Scope::LoginAddress(_) => self.policy.login_address,
+            Scope::Account(_) => self.policy.account_alert,
+            Scope::SecondFactor(_) => self.policy.second_factor,
+            Scope::Refresh(_) => self.policy.refresh,
+        }
+    }
+
+    /// Hashed, so the store holds no emails or addresses of people who never had an account.
+    fn key(scope: Scope<'_>) -> String {
+        let raw = match scope {
+            Scope::LoginPair(email, ip) => format!("login-pair\\0{email}\\0{ip}"),
+            Scope::LoginAddress(ip) => format!("login-address\\0{ip}"),
+            Scope::Account(email) => format!("account\\0{email}"),
+            Scope::SecondFactor(ip) => format!("second-factor\\0{ip}"),
+            Scope::Refresh(ip) => format!("refresh\\0{ip}"),
+        };
+        Sha256::digest(raw.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Refuses the attempt if any scope is over its limit, with the longest wait. A refused
+    /// attempt counts as a failure too (a counter write, no other work), so hammering while
+    /// throttled makes the wait grow instead of passing unnoticed.
+    pub async fn check(&self, scopes: &[Scope<'_>]) -> Result<(), ThrottleError> {
+        let keys: Vec<String> = scopes.iter().map(|s| Self::key(*s)).collect();
+        let counters = self.store.counters(&keys).await?;
+        let now = self.clock.now();
+        let over = scopes
+            .iter()
+            .zip(counters)
+            .any(|(scope, counter)| self.rule(*scope).wait(counter, now).is_some());
+        if !over {
+            return Ok(());
+        }
+        let mut wait = chrono::Duration::zero();
+        for scope in scopes {
+            let rule = self.rule(*scope);
+            let counter = self
+                .store
+                .add_failure(&Self::key(*scope), now, rule.leak_per_sec())
+                .await?;
+            if let Some(w) = rule.wait(Some(counter), now) {
+                wait = wait.max(w);
+            }
+        }
+        Err(ThrottleError::Throttled(wait.num_seconds().max(1)))
+    }
+
+    /// Counts a failure in every scope. The account scope only ever raises an alert.
+    pub async fn failed(&self, scopes: &[Scope<'_>]) -> Result<(), ThrottleError> {
+        let now = self.clock.now();
+        for scope in scopes {
+            let rule = self.rule(*scope);
+            let counter = self
+                .store
+                .add_failure(&Self::key(*scope), now, rule.leak_per_sec())
+                .await?;
+            let threshold = f64::from(rule.threshold);
+            if let Scope::Account(email) = scope
+                && counter.score >= threshold
+                && counter.score - 1.0 < threshold
+            {
+                warn!(
+                    target: "iam::security",
+                    security_event = "sign_in_failures_across_addresses",
+                    account = %Self::key(Scope::Account(email)),
+                    failures = counter.score.round(),
+                    "many failed sign-ins for one account from many addresses; not locking it"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears a scope after a success (the pair's own failures no longer count against it).
+    pub async fn succeeded(&self, scope: Scope<'_>) -> Result<(), ThrottleError> {
+        Ok(self.store.forget(&Self::key(scope)).await?)
+    }
+}
