@@ -284,8 +284,9 @@ impl AuthService {
     ) -> Result<SignIn, AuthError> {
         // Before any store or Argon2 work, and keyed by the email as typed: a throttled answer
         // is the same for existing and unknown accounts, and costs nothing.
+        self.throttle.check(&[Scope::LoginAddress(client)]).await?;
         self.throttle
-            .check(&[Scope::LoginPair(email, client), Scope::LoginAddress(client)])
+            .reserve(Scope::LoginPair(email, client))
             .await?;
         let mut uow = self.ports.store.begin().await?;
         let record = uow.user_by_email(email).await?;
@@ -306,12 +307,9 @@ impl AuthService {
         let user = match user {
             Some(user) if verified && user.can_sign_in() => user,
             _ => {
+                // The pair counted this attempt when it was reserved.
                 self.throttle
-                    .failed(&[
-                        Scope::LoginPair(email, client),
-                        Scope::LoginAddress(client),
-                        Scope::Account(email),
-                    ])
+                    .failed(&[Scope::LoginAddress(client), Scope::Account(email)])
                     .await?;
                 return Err(AuthError::InvalidCredentials);
             }

@@ -137,6 +137,25 @@ impl Throttle {
         Err(ThrottleError::Throttled(wait.num_seconds().max(1)))
     }
 
+    /// Counts this attempt in `scope` before it is checked, atomically, and refuses it if that
+    /// takes the scope past its limit. Unlike check-then-count, concurrent attempts cannot all
+    /// slip through before the first failure is recorded. Release with [`Throttle::succeeded`].
+    pub async fn reserve(&self, scope: Scope<'_>) -> Result<(), ThrottleError> {
+        let now = self.clock.now();
+        let rule = self.rule(scope);
+        let counter = self
+            .store
+            .add_failure(&Self::key(scope), now, rule.leak_per_sec())
+            .await?;
+        if counter.score <= f64::from(rule.threshold) + 1e-9 {
+            return Ok(());
+        }
+        let wait = rule
+            .wait(Some(counter), now)
+            .unwrap_or(chrono::Duration::seconds(1));
+        Err(ThrottleError::Throttled(wait.num_seconds().max(1)))
+    }
+
     /// Counts a failure in every scope. The account scope only ever raises an alert.
     pub async fn failed(&self, scopes: &[Scope<'_>]) -> Result<(), ThrottleError> {
         let now = self.clock.now();

@@ -2,8 +2,10 @@
 //! references on the same machine, in the same process, with the same client, so that figures
 //! are comparable across machines.
 //!
-//! `iam-bench validate` drives gRPC ValidateToken over loopback.
+//! `iam-bench validate` drives gRPC ValidateToken over loopback; `iam-bench flood` floods
+//! sign-in with wrong passwords from one address.
 
+mod flood;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -19,10 +21,13 @@ struct Cli {
 enum Command {
     /// ValidateToken over gRPC: references, then the service on several token mixes.
     Validate(validate::Options),
+    /// A wrong-password flood from one address: Argon2 work spent once throttled.
+    Flood(flood::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Validate(options) => validate::run(&options),
+        Command::Flood(options) => flood::run(&options),
     }
 }

@@ -235,3 +235,25 @@ async fn common_and_personal_passwords_are_refused() {
         "{r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_cannot_slip_past_the_limit() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    h.register("ada@example.com").await;
+    let before = h.stats.verifications();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            attempt(&h, "ada@example.com", "wrong guess 1234", "198.51.100.1").await
+        }));
+    }
+    let mut throttled = 0;
+    for t in tasks {
+        if matches!(t.await.expect("task"), Err(AuthError::Throttled(_))) {
+            throttled += 1;
+        }
+    }
+    assert_eq!(throttled, 15, "exactly five guesses get through");
+    assert_eq!(h.stats.verifications() - before, 5);
+}
