@@ -11,6 +11,8 @@
 //!
 //! Connections come from a deadpool pool of `diesel_async::AsyncPgConnection` (tokio-postgres,
 //! no libpq). A unit of work is one connection in one READ COMMITTED transaction; see `unit`.
+//! The refresh hot path (`Store::refresh_session`) is one call of a PL/pgSQL function instead,
+//! auto-committed on a pooled connection; see `queries::refresh_session`.
 //! The feed's subscribers each hold one more connection, outside the pool; see `feed`.
 
 mod error;
@@ -40,7 +42,8 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use iam_ports::{Store, StoreError, UnitOfWork};
+use iam_domain::RefreshTokenHash;
+use iam_ports::{NewRefreshToken, Refreshed, Store, StoreError, UnitOfWork};
 
 use crate::error::{from_diesel, unavailable};
 pub use crate::feed::LISTENER_APPLICATION_NAME;
@@ -147,6 +150,18 @@ impl Store for PostgresStore {
             .await
             .map_err(from_diesel)?;
         Ok(())
+    }
+
+    /// One statement on a pooled connection, auto-committed: no BEGIN, no COMMIT, one round trip
+    /// on every outcome (after the connection's first call, which also prepares it). A reuse's
+    /// revocation is published by the statement's own transaction.
+    async fn refresh_session(
+        &self,
+        presented: &RefreshTokenHash,
+        next: &NewRefreshToken,
+    ) -> Result<Refreshed, StoreError> {
+        let mut conn = self.db.checkout().await?;
+        queries::refresh_session(&mut conn, presented, next).await
     }
 }
 

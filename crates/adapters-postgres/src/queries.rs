@@ -1,7 +1,8 @@
 //! The statements behind the repositories, as free functions over one connection. Each is one
 //! round trip unless its doc says otherwise. Everything is diesel's DSL, which caches its
-//! prepared statements per connection, except what the DSL cannot express (the rotation and the
-//! recursive queries), which are hand-written fragments with static query ids, cached alike.
+//! prepared statements per connection, except what the DSL cannot express (the rotation, the call
+//! of the refresh function and the recursive queries), which are hand-written fragments with
+//! static query ids, cached alike.
 //! The one statement that is not cached is the multi-row insert of recovery codes; see
 //! [`replace_recovery_codes`].
 
@@ -16,7 +17,8 @@ use iam_domain::{
     UserStatus,
 };
 use iam_ports::{
-    NewRefreshToken, RevocationSnapshot, Rotation, StoreError, UserFilter, UserRecord,
+    NewRefreshToken, Refreshed, RevocationSnapshot, Rotation, Standing, StoreError, UserFilter,
+    UserRecord,
 };
 use uuid::Uuid;
 
@@ -369,6 +371,40 @@ pub(crate) async fn rotate_refresh(
         // Live and unexpired: it appeared after the rotation's snapshot. Try once more.
     }
     Ok((Rotation::Unknown, false))
+}
+
+/// One round trip, whatever the outcome: the migration's `iam_refresh_session` function does
+/// what [`rotate_refresh`] followed by reads of the session's user, membership and tenant does,
+/// and publishes a reuse's revocation itself. Meant for a connection outside any transaction, so
+/// that the statement commits on its own (it is correct inside one too, but then the revocation
+/// is only heard when that transaction commits).
+pub(crate) async fn refresh_session(
+    conn: &mut Conn,
+    presented: &RefreshTokenHash,
+    next: &NewRefreshToken,
+) -> Result<Refreshed, StoreError> {
+    let (outcome, family, session, user, membership, tenant) = RefreshSession {
+        presented: *presented.as_bytes(),
+        next: *next.hash.as_bytes(),
+        now: next.issued_at,
+        expires_at: next.expires_at,
+    }
+    .get_result::<RefreshSessionRow>(conn)
+    .await
+    .map_err(from_diesel)?;
+    let missing_session = || invalid("iam_refresh_session", "s_id");
+    Ok(match outcome.as_str() {
+        "rotated" => Refreshed::Rotated(Box::new(Standing {
+            session: session.ok_or_else(missing_session)?.into(),
+            user: user.map(User::try_from).transpose()?,
+            membership: membership.map(Membership::try_from).transpose()?,
+            tenant: tenant.map(Tenant::try_from).transpose()?,
+        })),
+        "reused" => Refreshed::Reused(SessionId::from_uuid(family.ok_or_else(missing_session)?)),
+        "expired" => Refreshed::Expired,
+        "unknown" => Refreshed::Unknown,
+        _ => return Err(invalid("iam_refresh_session", "outcome")),
+    })
 }
 
 pub(crate) async fn session(conn: &mut Conn, id: SessionId) -> Result<Option<Session>, StoreError> {
@@ -794,6 +830,67 @@ impl QueryFragment<Pg> for SpendAndReplace {
              SELECT s.id, s.user_id, s.tenant_id, s.amr, s.auth_time, s.created_at, \
              s.revoked_at FROM sessions s JOIN fresh ON s.id = fresh.session_id",
         );
+        Ok(())
+    }
+}
+
+/// `iam_refresh_session`'s row: the outcome, then the session, user, membership and tenant,
+/// each `None` when absent; before them the session's id alone, which is all a reuse fills.
+type RefreshSessionRow = (
+    String,
+    Option<Uuid>,
+    Option<SessionRow>,
+    Option<UserRow>,
+    Option<MembershipRow>,
+    Option<TenantRow>,
+);
+
+/// `SELECT … FROM iam_refresh_session($1, $2, $3, $4)`, the function from migration
+/// `00000000000005_refresh_function`; see [`refresh_session`].
+///
+/// A hand-written fragment with a static query id rather than `define_sql_function!`: the DSL
+/// can only call the function as a scalar (`SELECT f(…)`, one composite value that diesel would
+/// have to decode as a 26-field record), not select its columns as a row. Like the DSL's
+/// statements it is prepared once per connection, so each call after the first is one Bind,
+/// Execute and Sync. The user's password hash stays in the database (a NULL takes its place).
+#[derive(QueryId)]
+struct RefreshSession {
+    presented: [u8; 32],
+    next: [u8; 32],
+    now: Timestamp,
+    expires_at: Timestamp,
+}
+
+impl Query for RefreshSession {
+    type SqlType = (
+        sql_types::Text,
+        sql_types::Nullable<sql_types::Uuid>,
+        sql_types::Nullable<sessions::SqlType>,
+        sql_types::Nullable<users::SqlType>,
+        sql_types::Nullable<memberships::SqlType>,
+        sql_types::Nullable<tenants::SqlType>,
+    );
+}
+
+impl QueryFragment<Pg> for RefreshSession {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT outcome, s_id, s_id, s_user_id, s_tenant_id, s_amr, s_auth_time, s_created_at, \
+             s_revoked_at, \
+             u_id, u_email, u_display_name, NULL::text, u_status, u_email_verified, \
+             u_created_at, u_updated_at, \
+             m_tenant_id, m_user_id, m_roles, m_created_at, \
+             t_id, t_name, t_parent_id, t_owner_id, t_status, t_created_at, t_updated_at \
+             FROM iam_refresh_session(",
+        );
+        out.push_bind_param::<sql_types::Bytea, [u8]>(self.presented.as_slice())?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Bytea, [u8]>(self.next.as_slice())?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Timestamptz, _>(&self.expires_at)?;
+        out.push_sql(")");
         Ok(())
     }
 }

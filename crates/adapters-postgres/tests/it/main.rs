@@ -14,8 +14,8 @@ use iam_domain::{
     StoredRecoveryCode, Tenant, TenantStatus, TotpSecret, User, UserStatus,
 };
 use iam_ports::{
-    FeedMessage, NewRefreshToken, RevocationEvent, RevocationFeed, Rotation, Store, StoreError,
-    ThrottleStore,
+    FeedMessage, NewRefreshToken, Refreshed, RevocationEvent, RevocationFeed, Rotation, Store,
+    StoreError, ThrottleStore,
 };
 use iam_store_contract::Fixture;
 use iam_store_contract::fixtures::{hash, t0, tenant, user};
@@ -205,7 +205,8 @@ async fn migrate_applies_everything_to_an_empty_database() {
             "00000000000001".to_owned(),
             "00000000000002".to_owned(),
             "00000000000003".to_owned(),
-            "00000000000004".to_owned()
+            "00000000000004".to_owned(),
+            "00000000000005".to_owned()
         ]
     );
     assert!(migrate(&db.url).await.expect("migrate again").is_empty());
@@ -1467,4 +1468,424 @@ async fn throttle_counters_tolerate_clocks_behind_and_refuse_long_keys() {
         throttle.counters(&[]).await.expect("no keys"),
         Vec::<Option<iam_domain::throttle::Counter>>::new()
     );
+}
+
+// The refresh hot path: `Store::refresh_session`, one call of `iam_refresh_session`.
+
+/// A TCP proxy in front of the test server that records the type of every message the client
+/// sends after start-up. Each `S` (Sync) or `Q` (simple query) is one round trip; a `P` (Parse)
+/// is a statement prepared anew; BEGIN and COMMIT would show as `Q`.
+struct WireTap {
+    url: String,
+    sent: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl WireTap {
+    async fn new(url: &str) -> Self {
+        use tokio::net::{TcpListener, TcpStream};
+
+        // postgres://user@host:port/database
+        let (scheme, rest) = url.split_once("://").expect("scheme");
+        let (authority, path) = rest.split_once('/').expect("database");
+        let (user, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+        let upstream = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:5432")
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let at = if user.is_empty() { "" } else { "@" };
+        let url = format!("{scheme}://{user}{at}127.0.0.1:{port}/{path}");
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(&upstream).await.expect("upstream");
+                let (mut from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                tokio::spawn(async move {
+                    let (mut from_server, mut to_client) = (from_server, to_client);
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                });
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = Self::relay(&mut from_client, to_server, &log).await;
+                });
+            }
+        });
+        Self { url, sent }
+    }
+
+    /// Forwards the client's messages one by one, logging the type of each after start-up.
+    async fn relay(
+        from: &mut tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        log: &std::sync::Mutex<Vec<u8>>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        // Start-up messages have no type byte; an SSL or GSS request is followed by another.
+        loop {
+            let len = from.read_u32().await?;
+            let mut body = vec![0; len as usize - 4];
+            from.read_exact(&mut body).await?;
+            to.write_u32(len).await?;
+            to.write_all(&body).await?;
+            let code = u32::from_be_bytes(body[..4].try_into().expect("code"));
+            if code != 80_877_103 && code != 80_877_104 {
+                break;
+            }
+        }
+        loop {
+            let kind = from.read_u8().await?;
+            let len = from.read_u32().await?;
+            let mut body = vec![0; len as usize - 4];
+            from.read_exact(&mut body).await?;
+            log.lock().expect("log").push(kind);
+            to.write_u8(kind).await?;
+            to.write_u32(len).await?;
+            to.write_all(&body).await?;
+        }
+    }
+
+    /// The message types sent since the last call, as text.
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.sent.lock().expect("log"))).expect("ascii")
+    }
+}
+
+/// A session of user 1 in tenant 1 whose first token is `RefreshToken::from_random([n; 32])`.
+async fn refreshable(
+    store: &PostgresStore,
+    u: &User,
+    t: &Tenant,
+    n: u8,
+) -> (Session, RefreshToken) {
+    let s = session_of(u, t, n.into());
+    let token = RefreshToken::from_random([n; 32]);
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_session(
+        &s,
+        &NewRefreshToken {
+            hash: token.hash(),
+            issued_at: t0(),
+            expires_at: t0() + chrono::Duration::days(1),
+        },
+    )
+    .await
+    .expect("session");
+    uow.commit().await.expect("commit");
+    (s, token)
+}
+
+fn next_token(n: u8, at: iam_domain::Timestamp) -> (RefreshToken, NewRefreshToken) {
+    let token = RefreshToken::from_random([n; 32]);
+    let new = NewRefreshToken {
+        hash: token.hash(),
+        issued_at: at,
+        expires_at: at + chrono::Duration::days(1),
+    };
+    (token, new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_session_is_one_round_trip_without_begin_on_every_outcome() {
+    let db = TestDatabase::new().await;
+    let tap = WireTap::new(&db.url).await;
+    // One connection: every call below goes through it, and none may leave a transaction open.
+    let store = PostgresStore::connect(&config(&tap.url, 1))
+        .await
+        .expect("connect");
+    let (u, t) = seed(&store).await;
+    let (s, first) = refreshable(&store, &u, &t, 1).await;
+    let (_, warm) = refreshable(&store, &u, &t, 2).await;
+
+    // The connection's first call prepares the statement as well.
+    let (_, warm_next) = next_token(102, t0());
+    let warmed = store
+        .refresh_session(&warm.hash(), &warm_next)
+        .await
+        .expect("warm up");
+    assert!(matches!(warmed, Refreshed::Rotated(_)), "{warmed:?}");
+    tap.take();
+
+    let one_round_trip = |what: &str, sent: String| {
+        assert_eq!(
+            sent.matches(['S', 'Q']).count(),
+            1,
+            "{what}: messages sent {sent:?}"
+        );
+        assert!(!sent.contains(['Q', 'P']), "{what}: messages sent {sent:?}");
+    };
+    let (second, second_new) = next_token(11, t0() + chrono::Duration::minutes(1));
+    let rotated = store
+        .refresh_session(&first.hash(), &second_new)
+        .await
+        .expect("rotate");
+    one_round_trip("rotated", tap.take());
+    let Refreshed::Rotated(standing) = rotated else {
+        panic!("expected a rotation, got {rotated:?}");
+    };
+    assert_eq!(standing.session, s);
+    assert_eq!(standing.user, Some(u.clone()));
+    assert_eq!(standing.tenant, Some(t.clone()));
+    assert!(standing.membership.is_some());
+
+    let (_, unused) = next_token(12, t0() + chrono::Duration::minutes(2));
+    let unknown = RefreshToken::from_random([99; 32]);
+    assert_eq!(
+        store
+            .refresh_session(&unknown.hash(), &unused)
+            .await
+            .expect("unknown"),
+        Refreshed::Unknown
+    );
+    one_round_trip("unknown", tap.take());
+
+    let (_, late) = next_token(13, t0() + chrono::Duration::days(2));
+    assert_eq!(
+        store
+            .refresh_session(&second.hash(), &late)
+            .await
+            .expect("expired"),
+        Refreshed::Expired
+    );
+    one_round_trip("expired", tap.take());
+
+    assert_eq!(
+        store
+            .refresh_session(&first.hash(), &unused)
+            .await
+            .expect("reuse"),
+        Refreshed::Reused(s.id)
+    );
+    one_round_trip("reused", tap.take());
+
+    // Each call committed on its own: the reuse's revocation is visible elsewhere at once.
+    let mut uow = store.begin().await.expect("begin");
+    let seen = uow.session(s.id).await.expect("session").expect("exists");
+    uow.commit().await.expect("commit");
+    assert_eq!(seen.revoked_at, Some(t0() + chrono::Duration::minutes(2)));
+    assert_eq!(
+        raw_count(
+            &db.url,
+            "SELECT count(*) AS n FROM refresh_tokens WHERE status = 'live'"
+        )
+        .await,
+        1,
+        "only the warm-up session's token is live"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reuse_through_refresh_session_is_heard_by_another_store() {
+    let db = TestDatabase::new().await;
+    let a = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect a");
+    let b = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect b");
+    let (u, t) = seed(&a).await;
+    let (s, first) = refreshable(&a, &u, &t, 1).await;
+    let mut heard_by_a = a.subscribe().await.expect("subscribe");
+
+    let (_, second) = next_token(11, t0());
+    let rotated = b.refresh_session(&first.hash(), &second).await;
+    assert!(matches!(rotated, Ok(Refreshed::Rotated(_))), "{rotated:?}");
+    let started = Instant::now();
+    let (_, third) = next_token(12, t0());
+    assert_eq!(
+        b.refresh_session(&first.hash(), &third)
+            .await
+            .expect("reuse"),
+        Refreshed::Reused(s.id)
+    );
+    // Readable (not a resync): the function writes payload.rs's format.
+    assert_eq!(
+        next_message(&mut heard_by_a).await,
+        FeedMessage::Event(RevocationEvent::SessionRevoked(s.id))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A second reuse finds the family revoked already and announces nothing; neither does a
+    // rotation, nor an unknown token.
+    assert_eq!(
+        b.refresh_session(&first.hash(), &third)
+            .await
+            .expect("reuse again"),
+        Refreshed::Reused(s.id)
+    );
+    let (_, other) = refreshable(&a, &u, &t, 2).await;
+    let (_, fourth) = next_token(13, t0());
+    let rotated = a.refresh_session(&other.hash(), &fourth).await;
+    assert!(matches!(rotated, Ok(Refreshed::Rotated(_))), "{rotated:?}");
+    let expected = marker(&b, &t, TenantStatus::Blocked).await;
+    assert_eq!(next_message(&mut heard_by_a).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_racing_a_reuse_cannot_keep_the_family_alive() {
+    let db = TestDatabase::new().await;
+    let store = Arc::new(
+        PostgresStore::connect(&config(&db.url, 4))
+            .await
+            .expect("connect"),
+    );
+    let (u, t) = seed(&store).await;
+    let (s, first) = refreshable(&store, &u, &t, 1).await;
+    let (second, second_new) = next_token(11, t0());
+    let rotated = store.refresh_session(&first.hash(), &second_new).await;
+    assert!(matches!(rotated, Ok(Refreshed::Rotated(_))), "{rotated:?}");
+
+    // The holder of the second token rotates it in a unit that has not committed yet.
+    let mut winner = store.begin().await.expect("begin");
+    let (third, third_new) = next_token(12, t0());
+    let spent = winner.rotate_refresh(&second.hash(), &third_new).await;
+    assert!(matches!(spent, Ok(Rotation::Rotated(_))), "{spent:?}");
+    // Meanwhile the spent first token comes back; revoking the family queues on a row lock.
+    let reuse = tokio::spawn({
+        let store = store.clone();
+        let presented = first.hash();
+        async move {
+            store
+                .refresh_session(&presented, &next_token(13, t0()).1)
+                .await
+        }
+    });
+    until_a_statement_waits_on_a_lock(&db.url).await;
+    winner.commit().await.expect("commit");
+    assert_eq!(
+        reuse.await.expect("task").expect("reuse"),
+        Refreshed::Reused(s.id)
+    );
+
+    // The third token was committed where the revocation could not see it; it is dead all the
+    // same, and refreshing with it finds the family revoked.
+    assert_eq!(
+        store
+            .refresh_session(&third.hash(), &next_token(14, t0()).1)
+            .await
+            .expect("late"),
+        Refreshed::Reused(s.id)
+    );
+    assert_eq!(
+        raw_count(
+            &db.url,
+            "SELECT count(*) AS n FROM refresh_tokens WHERE status = 'live'"
+        )
+        .await,
+        0
+    );
+}
+
+/// A rough rate, not a pass/fail test: `cargo test -p iam-adapters-postgres --release --test it
+/// -- --ignored --nocapture refresh_session_rate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn refresh_session_rate() {
+    const CALLS: u32 = 2000;
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 1))
+        .await
+        .expect("connect");
+    let (u, t) = seed(&store).await;
+    fn token(n: u32) -> RefreshToken {
+        let mut random = [0; 32];
+        random[..4].copy_from_slice(&n.to_be_bytes());
+        RefreshToken::from_random(random)
+    }
+    fn new(n: u32) -> NewRefreshToken {
+        NewRefreshToken {
+            hash: token(n).hash(),
+            issued_at: t0(),
+            expires_at: t0() + chrono::Duration::days(1),
+        }
+    }
+
+    // One call of the function per refresh.
+    let s = session_of(&u, &t, 1);
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_session(&s, &new(0)).await.expect("session");
+    uow.commit().await.expect("commit");
+    let started = Instant::now();
+    for n in 0..CALLS {
+        let r = store
+            .refresh_session(&token(n).hash(), &new(n + 1))
+            .await
+            .expect("refresh");
+        assert!(matches!(r, Refreshed::Rotated(_)));
+    }
+    let function = f64::from(CALLS) / started.elapsed().as_secs_f64();
+
+    // The same through a unit of work: BEGIN, rotate, three reads, COMMIT.
+    let s = session_of(&u, &t, 2);
+    let base = 1_000_000;
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_session(&s, &new(base)).await.expect("session");
+    uow.commit().await.expect("commit");
+    let started = Instant::now();
+    for n in base..base + CALLS {
+        let mut uow = store.begin().await.expect("begin");
+        let r = uow
+            .rotate_refresh(&token(n).hash(), &new(n + 1))
+            .await
+            .expect("rotate");
+        let Rotation::Rotated(session) = r else {
+            panic!("{r:?}");
+        };
+        uow.user_by_id(session.user).await.expect("user");
+        uow.membership(session.user, session.tenant)
+            .await
+            .expect("membership");
+        uow.tenant(session.tenant).await.expect("tenant");
+        uow.commit().await.expect("commit");
+    }
+    let unit = f64::from(CALLS) / started.elapsed().as_secs_f64();
+    println!(
+        "{CALLS} refreshes on one connection: refresh_session {function:.0}/s, unit of work {unit:.0}/s"
+    );
+
+    // 16 callers on a pool of 16, each refreshing a session of its own.
+    const CALLERS: u16 = 16;
+    let store = Arc::new(
+        PostgresStore::connect(&config(&db.url, CALLERS.into()))
+            .await
+            .expect("connect"),
+    );
+    let per_caller = 4 * CALLS / u32::from(CALLERS);
+    for c in 0..CALLERS {
+        let s = session_of(&u, &t, 100 + c);
+        let mut uow = store.begin().await.expect("begin");
+        let base = (u32::from(c) + 10) * 1_000_000;
+        uow.insert_session(&s, &new(base)).await.expect("session");
+        uow.commit().await.expect("commit");
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let base = (u32::from(c) + 10) * 1_000_000;
+                for n in base..base + per_caller {
+                    let r = store
+                        .refresh_session(&token(n).hash(), &new(n + 1))
+                        .await
+                        .expect("refresh");
+                    assert!(matches!(r, Refreshed::Rotated(_)));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let total = per_caller * u32::from(CALLERS);
+    let concurrent = f64::from(total) / started.elapsed().as_secs_f64();
+    println!("{total} refreshes by {CALLERS} callers: refresh_session {concurrent:.0}/s");
 }

@@ -1,0 +1,1 @@
+DROP FUNCTION iam_refresh_session(bytea, bytea, timestamptz, timestamptz);
