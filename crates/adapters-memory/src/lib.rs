@@ -17,8 +17,8 @@ use iam_domain::{
     UserStatus,
 };
 use iam_ports::{
-    FeedMessage, KeyStore, MfaRepo, NewRefreshToken, RevocationEvent, RevocationFeed,
-    RevocationSnapshot, Rotation, SessionRepo, Store, StoreError, StoredKey, TenantRepo,
+    FeedMessage, KeyStore, MfaRepo, NewRefreshToken, Refreshed, RevocationEvent, RevocationFeed,
+    RevocationSnapshot, Rotation, SessionRepo, Standing, Store, StoreError, StoredKey, TenantRepo,
     ThrottleStore, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard, broadcast};
@@ -91,6 +91,32 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn refresh_session(
+        &self,
+        presented: &RefreshTokenHash,
+        next: &NewRefreshToken,
+    ) -> Result<Refreshed, StoreError> {
+        let mut uow = self.begin().await?;
+        let outcome = match uow.rotate_refresh(presented, next).await? {
+            Rotation::Rotated(session) => {
+                let user = uow.user_by_id(session.user).await?;
+                let membership = uow.membership(session.user, session.tenant).await?;
+                let tenant = uow.tenant(session.tenant).await?;
+                Refreshed::Rotated(Box::new(Standing {
+                    session,
+                    user,
+                    membership,
+                    tenant,
+                }))
+            }
+            Rotation::Reused(id) => Refreshed::Reused(id),
+            Rotation::Expired => Refreshed::Expired,
+            Rotation::Unknown => Refreshed::Unknown,
+        };
+        uow.commit().await?;
+        Ok(outcome)
     }
 }
 

@@ -33,10 +33,15 @@ impl Auth {
             .remote_addr()
             .map(|a| a.ip())
             .ok_or_else(|| Status::internal("the peer's address is unknown"))?;
+        // Every value, in order (see the REST extractor).
         let forwarded = request
             .metadata()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let forwarded = (!forwarded.is_empty()).then_some(forwarded.as_str());
         Ok(self.trusted_proxies.client(peer, forwarded))
     }
 }

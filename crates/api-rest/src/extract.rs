@@ -108,10 +108,16 @@ impl FromRequestParts<AppState> for ClientIp {
                     "Something went wrong on our side",
                 )
             })?;
+        // Every header line, in order: a proxy may append a line rather than extend the first,
+        // and reading only the first would believe what the client wrote.
         let forwarded = parts
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let forwarded = (!forwarded.is_empty()).then_some(forwarded.as_str());
         Ok(Self(state.trusted_proxies.client(peer, forwarded)))
     }
 }

@@ -242,6 +242,7 @@ impl From<MfaError> for ApiError {
                 "step_up_failed",
                 "Confirm with a current code or your password",
             ),
+            MfaError::Throttled(secs) => Self::from(AuthError::Throttled(secs)),
             MfaError::Overloaded => Self::from(AuthError::Overloaded),
             MfaError::Unavailable(source) => Self::from(AuthError::Unavailable(source)),
             MfaError::Internal(source) => Self::from(AuthError::Internal(source)),

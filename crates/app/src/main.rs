@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serves the REST API.
+    /// Serves the REST and gRPC APIs.
     Serve,
     /// Applies pending database migrations.
     Migrate,
@@ -98,23 +98,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = wiring::build(&settings, Arc::new(SystemClock)).await?;
-    let listener = tokio::net::TcpListener::bind(settings.http.addr)
+    let tls = wiring::grpc_tls(&settings)?;
+    let bind = |addr: SocketAddr, key: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} (configuration key `{key}`)"))
+    };
+    let rest = bind(settings.http.addr, "http.addr").await?;
+    let grpc = bind(settings.grpc.addr, "grpc.addr").await?;
+    info!(
+        rest = %rest.local_addr()?,
+        grpc = %grpc.local_addr()?,
+        grpc_tls = tls.is_some(),
+        store = if settings.database.is_some() { "postgres" } else { "memory" },
+        "IAM service listening"
+    );
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let rest = async {
+        axum::serve(
+            rest,
+            app.router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(until_stopped(stopped.clone()))
         .await
-        .with_context(|| {
-            format!(
-                "binding {} (configuration key `http.addr`)",
-                settings.http.addr
-            )
-        })?;
-    info!(addr = %listener.local_addr()?, store = if settings.database.is_some() { "postgres" } else { "memory" }, "IAM service listening");
-    axum::serve(
-        listener,
-        app.router
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+        .context("REST server failed")
+    };
+    let grpc = wiring::serve_grpc(app.grpc.clone(), grpc, tls, until_stopped(stopped.clone()));
+    tokio::try_join!(rest, grpc)?;
     info!("stopped");
     Ok(())
 }

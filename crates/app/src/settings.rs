@@ -87,6 +87,10 @@ pub struct ThrottleSettings {
     pub second_factor: RuleSettings,
     /// Rejected refresh tokens from one address.
     pub refresh: RuleSettings,
+    /// Registrations from one address.
+    pub register: RuleSettings,
+    /// Step-up proofs by one signed-in user.
+    pub step_up: RuleSettings,
 }
 
 impl Default for ThrottleSettings {
@@ -102,6 +106,8 @@ impl Default for ThrottleSettings {
             account_alert: r(d.account_alert),
             second_factor: r(d.second_factor),
             refresh: r(d.refresh),
+            register: r(d.register),
+            step_up: r(d.step_up),
         }
     }
 }
@@ -119,6 +125,8 @@ impl ThrottleSettings {
             account_alert: rule(self.account_alert),
             second_factor: rule(self.second_factor),
             refresh: rule(self.refresh),
+            register: rule(self.register),
+            step_up: rule(self.step_up),
         }
     }
 }
@@ -449,6 +457,8 @@ impl Settings {
             ("throttle.account_alert", t.account_alert),
             ("throttle.second_factor", t.second_factor),
             ("throttle.refresh", t.refresh),
+            ("throttle.register", t.register),
+            ("throttle.step_up", t.step_up),
         ] {
             if rule.threshold == 0 || rule.window_secs <= 0 {
                 return Err(invalid(key, "threshold and window_secs must be positive"));

@@ -257,12 +257,13 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         ports.clone(),
         policy,
         validator,
-        throttle,
+        throttle.clone(),
         settings.product_name.clone(),
     ));
     let mfa = Arc::new(MfaService::new(
         ports.clone(),
         view.clone(),
+        throttle,
         settings.mfa.issuer.clone(),
     ));
     let users = Arc::new(UserService::new(ports.clone(), view.clone()));

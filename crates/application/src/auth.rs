@@ -13,8 +13,8 @@ use iam_domain::{
     TokenPolicy, User, UserId,
 };
 use iam_ports::{
-    BoxError, HashError, NewRefreshToken, RevocationEvent, Rotation, SignError, StoreError,
-    UnitOfWork, random,
+    BoxError, HashError, NewRefreshToken, Refreshed, RevocationEvent, SignError, Standing,
+    StoreError, UnitOfWork, random,
 };
 use tracing::{info, warn};
 
@@ -136,7 +136,6 @@ pub enum SignIn {
 }
 
 /// A second factor presented to finish a sign-in.
-#[derive(Debug)]
 pub enum SecondFactor {
     /// A 6-digit code from the authenticator app.
     Totp(String),
@@ -144,14 +143,33 @@ pub enum SecondFactor {
     Recovery(RecoveryCode),
 }
 
+impl std::fmt::Debug for SecondFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Totp(_) => f.write_str("Totp(<redacted>)"),
+            Self::Recovery(code) => write!(f, "Recovery({code:?})"),
+        }
+    }
+}
+
 /// What a successful sign-in or refresh hands to the client.
-#[derive(Debug)]
 pub struct TokenPair {
     pub access_token: String,
     pub expires_in: i64,
     pub refresh_token: RefreshToken,
     pub refresh_expires_in: i64,
     pub tenant: TenantId,
+}
+
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &self.refresh_token)
+            .field("tenant", &self.tenant)
+            .finish()
+    }
 }
 
 /// The verified caller behind a bearer token.
@@ -227,9 +245,11 @@ impl AuthService {
 
     /// Creates the account, a tenant it owns and the owner membership; does nothing for an email
     /// that is taken. Both paths hash the password, so they cost the same and answer alike.
-    pub async fn register(&self, cmd: RegisterCommand) -> Result<(), AuthError> {
+    pub async fn register(&self, cmd: RegisterCommand, client: IpAddr) -> Result<(), AuthError> {
         // Judged on the request alone, so the answer says nothing about existing accounts.
         self.screen(&cmd.password, &cmd.email, cmd.name.as_str())?;
+        // Every registration costs an Argon2 hash, so each counts, success or not.
+        self.throttle.reserve(Scope::Register(client)).await?;
         let hash = self.ports.hasher.hash(&cmd.password).await?;
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
@@ -514,10 +534,14 @@ impl AuthService {
     /// Rotates a refresh token: the presented one is spent and a new pair is issued for the same
     /// session and tenant. A spent token revokes its whole family.
     pub async fn refresh(&self, presented: &str, client: IpAddr) -> Result<TokenPair, AuthError> {
-        self.throttle.check(&[Scope::Refresh(client)]).await?;
+        // No I/O: only this instance's memory of addresses it found throttled.
+        self.throttle.check_local(Scope::Refresh(client))?;
         let outcome = self.rotate(presented).await;
         if matches!(outcome, Err(AuthError::InvalidGrant)) {
-            self.throttle.failed(&[Scope::Refresh(client)]).await?;
+            // Only failures are counted, so a valid refresh, the hot path, costs no throttle
+            // I/O; 256-bit tokens are not guessable anyway, this keeps a client presenting
+            // garbage from costing store lookups without limit (the local check above).
+            self.throttle.reserve(Scope::Refresh(client)).await?;
         }
         outcome
     }
@@ -528,38 +552,42 @@ impl AuthService {
         };
         let now = self.ports.clock.now();
         let next = RefreshToken::from_random(random(&*self.ports.rng));
-        let mut uow = self.ports.store.begin().await?;
-        let session = match uow
-            .rotate_refresh(&presented.hash(), &self.new_refresh(&next, now))
+        // One atomic store call: the spent token, the next one and the session's standing.
+        let standing = match self
+            .ports
+            .store
+            .refresh_session(&presented.hash(), &self.new_refresh(&next, now))
             .await?
         {
-            Rotation::Rotated(session) => session,
-            Rotation::Reused(sid) => {
-                uow.commit().await?;
+            Refreshed::Rotated(standing) => standing,
+            Refreshed::Reused(sid) => {
                 warn!(session.id = %sid, "refresh token reused: session family revoked");
                 self.revoked(sid).await;
                 return Err(AuthError::InvalidGrant);
             }
-            Rotation::Expired | Rotation::Unknown => {
-                uow.rollback().await?;
-                return Err(AuthError::InvalidGrant);
-            }
+            Refreshed::Expired | Refreshed::Unknown => return Err(AuthError::InvalidGrant),
         };
-        let user = uow.user_by_id(session.user).await?;
-        let membership = uow.membership(session.user, session.tenant).await?;
-        let tenant = uow.tenant(session.tenant).await?;
+        let Standing {
+            session,
+            user,
+            membership,
+            tenant,
+        } = *standing;
         let allowed = user.as_ref().is_some_and(User::can_sign_in)
-            && tenant.is_some_and(|t| t.status == TenantStatus::Active);
+            && tenant.is_some_and(|t| {
+                t.status == TenantStatus::Active && !self.validator.view().tenant_blocked(t.id)
+            });
         let Some(membership) = membership.filter(|_| allowed) else {
             // The user lost the right to this session: end it rather than leave it half alive.
+            let mut uow = self.ports.store.begin().await?;
             uow.revoke_session(session.id, now).await?;
             uow.commit().await?;
             self.revoked(session.id).await;
             return Err(AuthError::InvalidGrant);
         };
-        let pair = self.issue(&session, membership.roles, next)?;
-        uow.commit().await?;
-        Ok(pair)
+        // The rotation is committed: if signing fails now, the client's retry of the spent
+        // token counts as reuse and ends the session, which then needs a new sign-in anyway.
+        self.issue(&session, membership.roles, next)
     }
 
     /// Ends the caller's session: its refresh family is revoked and its access tokens stop

@@ -30,12 +30,14 @@ impl TrustedProxies {
     /// The client's address. `X-Forwarded-For` is read right to left, skipping trusted proxies:
     /// the first address not trusted is the client, since anything left of it could be forged.
     pub fn client(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
         let mut client = peer;
         for hop in forwarded_for.unwrap_or_default().rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
+            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                 Ok(ip) => {
                     client = ip;
                     if !self.trusts(ip) {
@@ -97,6 +99,11 @@ mod tests {
         for (name, peer, header, expected) in cases {
             assert_eq!(trusted.client(ip(peer), header), ip(expected), "{name}");
         }
+        assert_eq!(
+            trusted.client(ip("::ffff:10.1.1.1"), Some("198.51.100.7")),
+            ip("198.51.100.7"),
+            "IPv4-mapped peers are matched as IPv4"
+        );
         let nobody = TrustedProxies::default();
         assert_eq!(
             nobody.client(ip("10.1.1.1"), Some("1.2.3.4")),

@@ -9,7 +9,7 @@ use iam_domain::{
 use iam_ports::{BoxError, RevocationEvent, StoreError, UnitOfWork, random};
 use tracing::info;
 
-use crate::{AuthError, Ports, Principal, RevocationView};
+use crate::{AuthError, Ports, Principal, RevocationView, Scope, Throttle};
 
 /// Why an MFA management use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum MfaError {
     /// The step-up proof (current code or password) is missing or wrong.
     #[error("step-up authentication failed")]
     StepUpFailed,
+    #[error("too many step-up attempts")]
+    Throttled(i64),
     #[error("password hashing is at capacity")]
     Overloaded,
     #[error("service unavailable")]
@@ -46,6 +48,7 @@ impl From<AuthError> for MfaError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Overloaded => Self::Overloaded,
+            AuthError::Throttled(secs) => Self::Throttled(secs),
             AuthError::Unavailable(s) => Self::Unavailable(s),
             other => Self::Internal(Box::new(other)),
         }
@@ -53,18 +56,31 @@ impl From<AuthError> for MfaError {
 }
 
 /// Proof of presence for sensitive changes: a current TOTP code or the password.
-#[derive(Debug)]
 pub enum StepUp {
     Code(String),
     Password(Password),
 }
 
-/// A started enrolment: what the authenticator app needs. Shown once.
-#[derive(Debug)]
+impl std::fmt::Debug for StepUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Code(_) => "StepUp::Code(<redacted>)",
+            Self::Password(_) => "StepUp::Password(<redacted>)",
+        })
+    }
+}
+
+/// A started enrolment: what the authenticator app needs. Shown once; never printed.
 pub struct Enrolment {
     pub secret: TotpSecret,
     pub otpauth_uri: String,
     pub qr_svg: String,
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Enrolment(<redacted>)")
+    }
 }
 
 /// The state of a user's recovery codes (never the codes).
@@ -207,16 +223,23 @@ impl<'a> Checker<'a> {
 pub struct MfaService {
     ports: Ports,
     view: Arc<RevocationView>,
+    throttle: Arc<Throttle>,
     /// Shown in authenticator apps beside the account.
     issuer: String,
 }
 
 impl MfaService {
     /// Builds the service; `issuer` names the product in authenticator apps.
-    pub fn new(ports: Ports, view: Arc<RevocationView>, issuer: String) -> Self {
+    pub fn new(
+        ports: Ports,
+        view: Arc<RevocationView>,
+        throttle: Arc<Throttle>,
+        issuer: String,
+    ) -> Self {
         Self {
             ports,
             view,
+            throttle,
             issuer,
         }
     }
@@ -340,6 +363,12 @@ impl MfaService {
     /// Checks a step-up proof for an active enrolment and commits the spent code step.
     /// Passwords are checked off any unit of work.
     async fn step_up(&self, user: UserId, proof: &StepUp, now: Timestamp) -> Result<(), MfaError> {
+        // Whoever holds a stolen access token must not get unlimited guesses at the code or the
+        // password: every proof counts, and a right one clears the count.
+        self.throttle
+            .reserve(Scope::StepUp(user))
+            .await
+            .map_err(|e| MfaError::from(AuthError::from(e)))?;
         let checker = Checker::new(&self.ports);
         let ok = match proof {
             StepUp::Password(password) => checker.password(user, password).await?,

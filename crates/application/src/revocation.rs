@@ -118,7 +118,11 @@ impl RevocationView {
             blocked_tenants,
         } = self.feed.snapshot(now - self.horizon).await?;
         let mut state = self.write();
-        state.sessions = revoked_sessions.into_iter().map(|id| (id, now)).collect();
+        // Merged, not replaced: a revoked session never comes back, and a logout applied here
+        // after this snapshot was taken must not be lost to it.
+        for id in revoked_sessions {
+            state.sessions.entry(id).or_insert(now);
+        }
         state.inactive_users = inactive_users.into_iter().collect();
         state.blocked_tenants = blocked_tenants.into_iter().collect();
         state.inserts_since_prune = 0;

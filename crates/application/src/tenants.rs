@@ -102,8 +102,11 @@ impl TenantService {
         }
         uow.commit().await?;
         info!(tenant.id = %id, status = status.as_str(), "tenant status changed");
-        // The subtree's effective statuses come from a fresh snapshot.
-        self.view.apply(RevocationEvent::TenantStatus(id)).await?;
+        // The subtree's effective statuses come from a fresh snapshot. The change is committed
+        // whatever happens here; a failed refresh is repaired by the feed's next resync.
+        if let Err(e) = self.view.apply(RevocationEvent::TenantStatus(id)).await {
+            tracing::warn!(error = %e, "revocation view refresh after a tenant change failed");
+        }
         Ok(())
     }
 }

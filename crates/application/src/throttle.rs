@@ -26,6 +26,10 @@ pub struct ThrottlePolicy {
     pub second_factor: Rule,
     /// Rejected refresh tokens from one address.
     pub refresh: Rule,
+    /// Registrations from one address (each costs an Argon2 hash, success or not).
+    pub register: Rule,
+    /// Step-up proofs (code or password) by one signed-in user, right or wrong.
+    pub step_up: Rule,
 }
 
 impl Default for ThrottlePolicy {
@@ -40,6 +44,8 @@ impl Default for ThrottlePolicy {
             account_alert: rule(100, 60),
             second_factor: rule(10, 15),
             refresh: rule(30, 15),
+            register: rule(20, 60),
+            step_up: rule(10, 15),
         }
     }
 }
@@ -52,6 +58,20 @@ pub enum Scope<'a> {
     Account(&'a Email),
     SecondFactor(IpAddr),
     Refresh(IpAddr),
+    Register(IpAddr),
+    StepUp(iam_domain::UserId),
+}
+
+/// The unit an address is counted in: an IPv4 address, or an IPv6 /64 (one host commonly holds
+/// a whole /64, so counting single IPv6 addresses would count nothing).
+fn network(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 /// Why an attempt may not go ahead.
@@ -68,6 +88,9 @@ pub struct Throttle {
     store: Arc<dyn ThrottleStore>,
     clock: Arc<dyn Clock>,
     policy: ThrottlePolicy,
+    /// Keys this instance found throttled, and until when: a check that costs no I/O, for hot
+    /// paths that only count failures.
+    local: std::sync::Mutex<std::collections::HashMap<String, iam_domain::Timestamp>>,
 }
 
 impl Throttle {
@@ -81,6 +104,7 @@ impl Throttle {
             store,
             clock,
             policy,
+            local: std::sync::Mutex::default(),
         }
     }
 
@@ -91,17 +115,21 @@ impl Throttle {
             Scope::Account(_) => self.policy.account_alert,
             Scope::SecondFactor(_) => self.policy.second_factor,
             Scope::Refresh(_) => self.policy.refresh,
+            Scope::Register(_) => self.policy.register,
+            Scope::StepUp(_) => self.policy.step_up,
         }
     }
 
     /// Hashed, so the store holds no emails or addresses of people who never had an account.
     fn key(scope: Scope<'_>) -> String {
         let raw = match scope {
-            Scope::LoginPair(email, ip) => format!("login-pair\\0{email}\\0{ip}"),
-            Scope::LoginAddress(ip) => format!("login-address\\0{ip}"),
-            Scope::Account(email) => format!("account\\0{email}"),
-            Scope::SecondFactor(ip) => format!("second-factor\\0{ip}"),
-            Scope::Refresh(ip) => format!("refresh\\0{ip}"),
+            Scope::LoginPair(email, ip) => format!("login-pair/{email}/{}", network(ip)),
+            Scope::LoginAddress(ip) => format!("login-address/{}", network(ip)),
+            Scope::Account(email) => format!("account/{email}"),
+            Scope::SecondFactor(ip) => format!("second-factor/{}", network(ip)),
+            Scope::Refresh(ip) => format!("refresh/{}", network(ip)),
+            Scope::Register(ip) => format!("register/{}", network(ip)),
+            Scope::StepUp(user) => format!("step-up/{user}"),
         };
         Sha256::digest(raw.as_bytes())
             .iter()
@@ -153,7 +181,25 @@ impl Throttle {
         let wait = rule
             .wait(Some(counter), now)
             .unwrap_or(chrono::Duration::seconds(1));
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: expired entries go whenever the map grows large.
+        if local.len() > 100_000 {
+            local.retain(|_, until| *until > now);
+        }
+        local.insert(Self::key(scope), now + wait);
         Err(ThrottleError::Throttled(wait.num_seconds().max(1)))
+    }
+
+    /// Refuses at once, without I/O, a scope this instance recently found throttled.
+    pub fn check_local(&self, scope: Scope<'_>) -> Result<(), ThrottleError> {
+        let now = self.clock.now();
+        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        match local.get(&Self::key(scope)) {
+            Some(until) if *until > now => Err(ThrottleError::Throttled(
+                (*until - now).num_seconds().max(1),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Counts a failure in every scope. The account scope only ever raises an alert.

@@ -6,6 +6,7 @@
 //! sign-in with wrong passwords from one address.
 
 mod flood;
+mod suite;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -23,11 +24,14 @@ enum Command {
     Validate(validate::Options),
     /// A wrong-password flood from one address: Argon2 work spent once throttled.
     Flood(flood::Options),
+    /// Load, scale-out and fault suite on the real binary and PostgreSQL.
+    Suite(suite::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Validate(options) => validate::run(&options),
         Command::Flood(options) => flood::run(&options),
+        Command::Suite(options) => suite::run(&options),
     }
 }

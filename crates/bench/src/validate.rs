@@ -392,7 +392,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         let email = Email::parse("bench@example.com")?;
         let password = Password::new("bench password, long enough")?;
         app.auth
-            .register(iam_application_command(email.clone(), password.clone())?)
+            .register(
+                iam_application_command(email.clone(), password.clone())?,
+                LOOPBACK,
+            )
             .await?;
         let iam_application::SignIn::Tokens(first) =
             app.auth.login(&email, &password, None, LOOPBACK).await?

@@ -18,8 +18,8 @@ pub use crypto::{
 pub use keys::{KeyStore, StoredKey};
 pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
 pub use store::{
-    MfaRepo, NewRefreshToken, Rotation, SessionRepo, Store, StoreError, TenantRepo, UnitOfWork,
-    UserFilter, UserRecord, UserRepo,
+    MfaRepo, NewRefreshToken, Refreshed, Rotation, SessionRepo, Standing, Store, StoreError,
+    TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 pub use system::{Clock, Rng, random};
 pub use throttle::ThrottleStore;

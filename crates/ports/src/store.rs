@@ -67,6 +67,29 @@ pub enum Rotation {
     Unknown,
 }
 
+/// A rotated session with everything that decides whether it may issue tokens now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub session: Session,
+    /// `None` if the user is gone.
+    pub user: Option<User>,
+    /// `None` if the user is no longer a member of the session's tenant.
+    pub membership: Option<Membership>,
+    /// `None` if the tenant is gone.
+    pub tenant: Option<Tenant>,
+}
+
+/// The outcome of [`Store::refresh_session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Rotated: the presented token is spent and the new one is live.
+    Rotated(Box<Standing>),
+    /// A spent token came back: the family is revoked (and that is published).
+    Reused(SessionId),
+    Expired,
+    Unknown,
+}
+
 /// Users.
 #[async_trait]
 pub trait UserRepo: Send {
@@ -243,4 +266,13 @@ pub trait Store: Send + Sync {
 
     /// Checks that the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The refresh hot path in one atomic call: what a unit of work doing
+    /// [`SessionRepo::rotate_refresh`], then reading the session's user, membership and tenant,
+    /// then committing would do — in one round trip where the store can manage it.
+    async fn refresh_session(
+        &self,
+        presented: &RefreshTokenHash,
+        next: &NewRefreshToken,
+    ) -> Result<Refreshed, StoreError>;
 }

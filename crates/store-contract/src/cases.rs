@@ -7,7 +7,8 @@ use iam_domain::{
     UserId, UserStatus,
 };
 use iam_ports::{
-    FeedMessage, NewRefreshToken, RevocationEvent, Rotation, StoreError, StoredKey, UserFilter,
+    FeedMessage, NewRefreshToken, Refreshed, RevocationEvent, Rotation, StoreError, StoredKey,
+    UserFilter,
 };
 
 use crate::Fixture;
@@ -932,4 +933,125 @@ pub async fn throttle_failures_add_up_under_concurrency(f: &Fixture) {
         .expect("counters")[0]
         .expect("counted");
     assert!((c.score - 20.0).abs() < 1e-9, "every failure counts: {c:?}");
+}
+
+pub async fn refresh_session_in_one_call(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    let s = session(f, &u, &t, &first_new).await;
+    let (second, second_new) = refresh(2, t0() + Duration::minutes(1));
+    match f
+        .store
+        .refresh_session(&first.hash(), &second_new)
+        .await
+        .expect("refresh")
+    {
+        Refreshed::Rotated(standing) => {
+            assert_eq!(standing.session, s);
+            assert_eq!(standing.user, Some(u.clone()));
+            assert_eq!(
+                standing.membership.map(|m| m.roles),
+                Some(vec![RoleName::owner()])
+            );
+            assert_eq!(standing.tenant, Some(t.clone()));
+        }
+        other => panic!("expected a rotation, got {other:?}"),
+    }
+    // The old token is spent: presenting it again revokes the family, including `second`.
+    let (_, third_new) = refresh(3, t0() + Duration::minutes(2));
+    assert_eq!(
+        f.store
+            .refresh_session(&first.hash(), &third_new)
+            .await
+            .expect("reuse"),
+        Refreshed::Reused(s.id)
+    );
+    let (_, fourth_new) = refresh(4, t0() + Duration::minutes(3));
+    assert_eq!(
+        f.store
+            .refresh_session(&second.hash(), &fourth_new)
+            .await
+            .expect("after reuse"),
+        Refreshed::Reused(s.id)
+    );
+    let (unknown, _) = refresh(9, t0());
+    assert_eq!(
+        f.store
+            .refresh_session(&unknown.hash(), &fourth_new)
+            .await
+            .expect("unknown"),
+        Refreshed::Unknown
+    );
+
+    // A user who left the tenant: rotation still happens, the standing says so.
+    let (other_user, other_tenant) = (user(5), tenant(5, &u));
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&other_user, None).await.expect("user");
+    uow.insert_tenant(&other_tenant).await.expect("tenant");
+    let lone = Session {
+        id: SessionId::new_v7(t0(), [5; 10]),
+        user: other_user.id,
+        tenant: other_tenant.id,
+        amr: vec!["pwd".into()],
+        auth_time: t0(),
+        created_at: t0(),
+        revoked_at: None,
+    };
+    uow.insert_session(&lone, &refresh(5, t0()).1)
+        .await
+        .expect("session");
+    uow.commit().await.expect("commit");
+    let (_, next) = refresh(6, t0());
+    match f
+        .store
+        .refresh_session(&refresh(5, t0()).0.hash(), &next)
+        .await
+        .expect("refresh")
+    {
+        Refreshed::Rotated(standing) => {
+            assert!(standing.membership.is_none());
+            assert_eq!(standing.user.map(|u| u.id), Some(other_user.id));
+        }
+        other => panic!("expected a rotation, got {other:?}"),
+    }
+    let (_, late) = refresh(7, t0() + Duration::days(8));
+    assert_eq!(
+        f.store
+            .refresh_session(&refresh(6, t0()).0.hash(), &late)
+            .await
+            .expect("expired"),
+        Refreshed::Expired
+    );
+}
+
+pub async fn concurrent_refresh_sessions_have_one_winner(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let (first, first_new) = refresh(1, t0());
+    let s = session(f, &u, &t, &first_new).await;
+    let mut tasks = Vec::new();
+    for n in 0..8u8 {
+        let store = f.store.clone();
+        let presented = first.hash();
+        let (_, next) = refresh(20 + n, t0() + Duration::seconds(1));
+        tasks.push(tokio::spawn(async move {
+            store
+                .refresh_session(&presented, &next)
+                .await
+                .expect("refresh")
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
+    let winners = outcomes
+        .iter()
+        .filter(|r| matches!(r, Refreshed::Rotated(_)))
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|r| matches!(r, Refreshed::Rotated(_)) || *r == Refreshed::Reused(s.id))
+    );
 }

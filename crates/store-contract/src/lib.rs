@@ -48,6 +48,8 @@ macro_rules! store_contract_tests {
             mfa_challenges_cap_attempts_and_expire,
             throttle_counters_drain_grow_and_forget,
             throttle_failures_add_up_under_concurrency,
+            refresh_session_in_one_call,
+            concurrent_refresh_sessions_have_one_winner,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

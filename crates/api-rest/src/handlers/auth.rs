@@ -53,11 +53,13 @@ const REGISTER_ACCEPTED: Accepted = Accepted {
     responses(
         (status = 202, description = "Accepted (also for an email that exists)", body = Accepted),
         (status = 422, description = "Invalid fields, or a common or personal password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this address", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "At capacity; retry after the given seconds", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let mut fields = Fields::default();
@@ -74,12 +76,15 @@ pub async fn register(
     };
     state
         .auth
-        .register(RegisterCommand {
-            email,
-            password,
-            name,
-            tenant_name: tenant_name.flatten(),
-        })
+        .register(
+            RegisterCommand {
+                email,
+                password,
+                name,
+                tenant_name: tenant_name.flatten(),
+            },
+            client,
+        )
         .await?;
     Ok((StatusCode::ACCEPTED, Json(REGISTER_ACCEPTED)))
 }

@@ -365,3 +365,33 @@ async fn disabling_needs_step_up_and_ends_other_sessions() {
         Err(MfaError::NotEnabled)
     ));
 }
+
+#[tokio::test]
+async fn step_up_guesses_are_limited() {
+    let h = Harness::new().await;
+    let p = signed_in(&h, "ada@example.com").await;
+    let (secret, _) = enrolled(&h, &p).await;
+    for _ in 0..10 {
+        let r = h.mfa.regenerate(&p, StepUp::Code("000000".into())).await;
+        assert!(matches!(r, Err(MfaError::StepUpFailed)), "{r:?}");
+    }
+    let r = h
+        .mfa
+        .regenerate(&p, StepUp::Code(code(&h, &secret, 0)))
+        .await;
+    assert!(
+        matches!(r, Err(MfaError::Throttled(_))),
+        "even a right code waits: {r:?}"
+    );
+    let r = h
+        .mfa
+        .disable(
+            &p,
+            StepUp::Password(Password::presented(PASSWORD).expect("pw")),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(MfaError::Throttled(_))),
+        "and so does the password: {r:?}"
+    );
+}

@@ -113,10 +113,15 @@ impl Harness {
             ports.clone(),
             policy(),
             validator,
-            throttle,
+            throttle.clone(),
             "IAM Test".into(),
         );
-        let mfa = MfaService::new(ports.clone(), view.clone(), "IAM Test".into());
+        let mfa = MfaService::new(
+            ports.clone(),
+            view.clone(),
+            throttle.clone(),
+            "IAM Test".into(),
+        );
         let users = UserService::new(ports.clone(), view.clone());
         let tenants = TenantService::new(ports, view.clone());
         Self {
@@ -136,12 +141,15 @@ impl Harness {
 
     pub async fn register(&self, email: &str) {
         self.auth
-            .register(RegisterCommand {
-                email: Email::parse(email).expect("email"),
-                password: Password::new(PASSWORD).expect("password"),
-                name: DisplayName::parse("Ada Lovelace").expect("name"),
-                tenant_name: None,
-            })
+            .register(
+                RegisterCommand {
+                    email: Email::parse(email).expect("email"),
+                    password: Password::new(PASSWORD).expect("password"),
+                    name: DisplayName::parse("Ada Lovelace").expect("name"),
+                    tenant_name: None,
+                },
+                CLIENT,
+            )
             .await
             .expect("register");
     }

@@ -203,7 +203,10 @@ async fn common_and_personal_passwords_are_refused() {
     ];
     let before = h.stats.hashes();
     for (email, password, name, expected) in cases {
-        let r = h.auth.register(register(email, password, name)).await;
+        let r = h
+            .auth
+            .register(register(email, password, name), CLIENT)
+            .await;
         assert!(
             matches!(r, Err(AuthError::WeakPassword(w)) if w == expected),
             "{password}: {r:?}"
@@ -256,4 +259,65 @@ async fn concurrent_guesses_cannot_slip_past_the_limit() {
     }
     assert_eq!(throttled, 15, "exactly five guesses get through");
     assert_eq!(h.stats.verifications() - before, 5);
+}
+
+#[tokio::test]
+async fn registrations_from_one_address_are_limited() {
+    let h = Harness::new().await;
+    let register = |n: usize| RegisterCommand {
+        email: Email::parse(&format!("new{n}@example.com")).expect("email"),
+        password: Password::new(PASSWORD).expect("password"),
+        name: DisplayName::parse("New").expect("name"),
+        tenant_name: None,
+    };
+    for n in 0..20 {
+        h.auth
+            .register(register(n), ip("198.51.100.20"))
+            .await
+            .expect("within the limit");
+    }
+    let before = h.stats.hashes();
+    let r = h.auth.register(register(20), ip("198.51.100.20")).await;
+    assert!(matches!(r, Err(AuthError::Throttled(_))), "{r:?}");
+    assert_eq!(h.stats.hashes(), before, "refused before hashing");
+    h.auth
+        .register(register(21), ip("203.0.113.20"))
+        .await
+        .expect("other addresses go on");
+}
+
+#[tokio::test]
+async fn ipv6_addresses_count_per_64() {
+    let h = Harness::new().await;
+    for n in 0..5 {
+        let _ = attempt(
+            &h,
+            "nobody@example.com",
+            "wrong guess 1234",
+            &format!("2001:db8:1:2::{n:x}"),
+        )
+        .await;
+    }
+    let r = attempt(
+        &h,
+        "nobody@example.com",
+        "wrong guess 1234",
+        "2001:db8:1:2:ffff::1",
+    )
+    .await;
+    assert!(
+        matches!(r, Err(AuthError::Throttled(_))),
+        "another address of the same /64: {r:?}"
+    );
+    let r = attempt(
+        &h,
+        "nobody@example.com",
+        "wrong guess 1234",
+        "2001:db8:1:3::1",
+    )
+    .await;
+    assert!(
+        matches!(r, Err(AuthError::InvalidCredentials)),
+        "another /64: {r:?}"
+    );
 }
