@@ -32,7 +32,8 @@ pub struct GrpcState {
     pub auth: Arc<AuthService>,
     pub users: Arc<UserService>,
     pub tenants: Arc<TenantService>,
-    /// Credentials that management RPCs require in `authorization: Bearer …` metadata.
+    /// Credentials that IamService and TenantHierarchyService require in
+    /// `authorization: Bearer …` metadata.
     pub credentials: ServiceCredentials,
     /// Proxies whose `x-forwarded-for` names the client.
     pub trusted_proxies: Arc<TrustedProxies>,
@@ -66,6 +67,7 @@ pub async fn routes(state: GrpcState) -> Result<tonic::service::Routes, RoutesEr
         .map_err(|e| RoutesError(e.to_string()))?;
 
     let check = state.credentials.clone();
+    let hierarchy_check = state.credentials.clone();
     let mut routes = tonic::service::Routes::new(health);
     routes = routes
         .add_service(reflection)
@@ -77,8 +79,10 @@ pub async fn routes(state: GrpcState) -> Result<tonic::service::Routes, RoutesEr
             users::Users::new(state.users.clone()),
             move |req| check.require(req),
         ))
-        .add_service(TenantHierarchyServiceServer::new(tenants::Tenants::new(
-            state.tenants.clone(),
-        )));
+        .add_service(TenantHierarchyServiceServer::with_interceptor(
+            tenants::Tenants::new(state.tenants.clone()),
+            // Tenant structure and status are for the gateway, not for anyone who can connect.
+            move |req| hierarchy_check.require(req),
+        ));
     Ok(routes)
 }

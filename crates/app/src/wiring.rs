@@ -266,7 +266,11 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         throttle,
         settings.mfa.issuer.clone(),
     ));
-    let users = Arc::new(UserService::new(ports.clone(), view.clone()));
+    let users = Arc::new(UserService::new(
+        ports.clone(),
+        view.clone(),
+        settings.product_name.clone(),
+    ));
     let tenants = Arc::new(TenantService::new(ports, view.clone()));
 
     let mut background = Vec::new();

@@ -82,12 +82,18 @@ pub struct UserPage {
 pub struct UserService {
     ports: Ports,
     view: Arc<RevocationView>,
+    /// The product's name, which new passwords must not be built from.
+    product: String,
 }
 
 impl UserService {
     /// Builds the service.
-    pub fn new(ports: Ports, view: Arc<RevocationView>) -> Self {
-        Self { ports, view }
+    pub fn new(ports: Ports, view: Arc<RevocationView>, product: String) -> Self {
+        Self {
+            ports,
+            view,
+            product,
+        }
     }
 
     /// Creates a user who is a member of `tenant`.
@@ -97,6 +103,7 @@ impl UserService {
                 new.email.local_part(),
                 new.email.as_str(),
                 new.name.as_str(),
+                self.product.as_str(),
             ];
             if let Some(w) = self.ports.screen.weakness(p, &context) {
                 return Err(UserError::WeakPassword(w));

@@ -545,6 +545,12 @@ async fn tenant_hierarchy_rpcs() {
         .await
         .expect_err("unknown");
     assert_eq!(missing.code(), Code::NotFound);
+    let refused = rpc::tenants_without_credential(&app)
+        .await
+        .get_tenant_status(status(chain[0]))
+        .await
+        .expect_err("no credential");
+    assert_eq!(refused.code(), Code::Unauthenticated);
     let bad = tenants
         .get_tenant_status(pb::GetTenantStatusRequest {
             tenant_id: "nope".into(),

@@ -234,8 +234,30 @@ pub mod rpc {
         AuthServiceClient::new(channel(app).await)
     }
 
-    pub async fn tenants(app: &TestApp) -> TenantHierarchyServiceClient<Channel> {
-        TenantHierarchyServiceClient::new(channel(app).await)
+    pub async fn tenants(app: &TestApp) -> TenantHierarchyServiceClient<WithCredential> {
+        TenantHierarchyServiceClient::with_interceptor(
+            channel(app).await,
+            credential(Some(SERVICE_TOKEN)),
+        )
+    }
+
+    fn credential(credential: Option<&'static str>) -> Interceptor {
+        Box::new(move |mut req: tonic::Request<()>| {
+            if let Some(c) = credential {
+                req.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {c}").parse().expect("ascii"),
+                );
+            }
+            Ok(req)
+        })
+    }
+
+    /// A TenantHierarchyService client without the credential.
+    pub async fn tenants_without_credential(
+        app: &TestApp,
+    ) -> TenantHierarchyServiceClient<WithCredential> {
+        TenantHierarchyServiceClient::with_interceptor(channel(app).await, credential(None))
     }
 
     type Interceptor =

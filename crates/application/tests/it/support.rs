@@ -122,7 +122,7 @@ impl Harness {
             throttle.clone(),
             "IAM Test".into(),
         );
-        let users = UserService::new(ports.clone(), view.clone());
+        let users = UserService::new(ports.clone(), view.clone(), "IAM Test".into());
         let tenants = TenantService::new(ports, view.clone());
         Self {
             auth,
