@@ -70,6 +70,8 @@ fn conflict_for(constraint: &str) -> Option<&'static str> {
         "mfa_enrolments_pkey" => "mfa enrolment",
         "recovery_codes_pkey" => "recovery code",
         "mfa_challenges_pkey" => "mfa challenge",
+        "link_tokens_pkey" => "link token",
+        "mail_outbox_pkey" => "mail",
         _ => return None,
     })
 }
@@ -101,6 +103,8 @@ mod tests {
             ("mfa_enrolments_pkey", Some("mfa enrolment")),
             ("recovery_codes_pkey", Some("recovery code")),
             ("mfa_challenges_pkey", Some("mfa challenge")),
+            ("link_tokens_pkey", Some("link token")),
+            ("mail_outbox_pkey", Some("mail")),
             ("something_else", None),
         ] {
             assert_eq!(conflict_for(constraint), expected, "{constraint}");

@@ -1,8 +1,9 @@
 //! The IAM store ports on PostgreSQL: [`PostgresStore`] (units of work over users, tenants,
 //! memberships, sessions and second factors, and the revocation feed: `RevocationFeed` is
 //! implemented on the store itself), [`PostgresKeyStore`] (signing keys),
-//! [`PostgresThrottleStore`] (brute-force throttling counters), and [`migrate`], which applies
-//! the schema in `migrations/` (embedded at build time).
+//! [`PostgresThrottleStore`] (brute-force throttling counters), [`PostgresMailQueue`] (the mail
+//! outbox as the delivery worker sees it; units of work write link tokens and queue mail), and
+//! [`migrate`], which applies the schema in `migrations/` (embedded at build time).
 //!
 //! Invariant: this is the only crate that knows diesel, diesel-async and deadpool. Nothing of
 //! theirs appears in its public API; rows and connections stay inside, and every failure leaves
@@ -18,6 +19,7 @@
 mod error;
 mod feed;
 mod keys;
+mod mail;
 mod payload;
 mod pool;
 mod queries;
@@ -49,6 +51,7 @@ use crate::error::{from_diesel, unavailable};
 pub use crate::feed::LISTENER_APPLICATION_NAME;
 use crate::feed::ListenTarget;
 pub use crate::keys::PostgresKeyStore;
+pub use crate::mail::PostgresMailQueue;
 use crate::pool::Db;
 pub use crate::throttle::PostgresThrottleStore;
 use crate::unit::PgUnit;
@@ -133,6 +136,12 @@ impl PostgresStore {
     /// any unit of work.
     pub fn throttle_store(&self) -> PostgresThrottleStore {
         PostgresThrottleStore::new(self.db.clone())
+    }
+
+    /// The mail outbox for the delivery worker, over the same pool; each call auto-commits on
+    /// its own, outside any unit of work (messages are queued by units of work).
+    pub fn mail_queue(&self) -> PostgresMailQueue {
+        PostgresMailQueue::new(self.db.clone())
     }
 }
 

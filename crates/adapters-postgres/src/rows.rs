@@ -4,17 +4,17 @@
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use iam_domain::{
-    DisplayName, Email, KeyId, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RoleName,
-    Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantName, TenantStatus, Timestamp,
-    User, UserId, UserStatus,
+    DisplayName, Email, KeyId, LinkKind, LinkToken, MailId, MailMessage, Membership, MfaChallenge,
+    MfaEnrolment, PasswordHash, QueuedMail, RoleName, Session, SessionId, StoredRecoveryCode,
+    Tenant, TenantId, TenantName, TenantStatus, Timestamp, User, UserId, UserStatus,
 };
 use iam_ports::{StoreError, StoredKey, UserRecord};
 use uuid::Uuid;
 
 use crate::error::invalid;
 use crate::schema::{
-    memberships, mfa_challenges, mfa_enrolments, recovery_codes, sessions, signing_keys, tenants,
-    users,
+    link_tokens, mail_outbox, memberships, mfa_challenges, mfa_enrolments, recovery_codes,
+    sessions, signing_keys, tenants, users,
 };
 
 #[derive(Debug, Queryable, Selectable)]
@@ -274,6 +274,82 @@ impl TryFrom<MfaChallengeRow> for MfaChallenge {
     }
 }
 
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = link_tokens, check_for_backend(Pg))]
+pub(crate) struct LinkTokenRow {
+    pub hash: Vec<u8>,
+    pub kind: String,
+    pub email: String,
+    pub user_id: Option<Uuid>,
+    pub tenant_id: Option<Uuid>,
+    pub roles: Vec<String>,
+    pub invited_by: Option<Uuid>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+impl TryFrom<LinkTokenRow> for LinkToken {
+    type Error = StoreError;
+
+    fn try_from(row: LinkTokenRow) -> Result<Self, StoreError> {
+        let roles = row
+            .roles
+            .iter()
+            .map(|r| RoleName::parse(r).ok_or_else(|| invalid("link_tokens", "roles")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            hash: row
+                .hash
+                .try_into()
+                .map_err(|_| invalid("link_tokens", "hash"))?,
+            kind: LinkKind::parse(&row.kind).ok_or_else(|| invalid("link_tokens", "kind"))?,
+            email: Email::parse(&row.email).map_err(|_| invalid("link_tokens", "email"))?,
+            user: row.user_id.map(UserId::from_uuid),
+            tenant: row.tenant_id.map(TenantId::from_uuid),
+            roles,
+            invited_by: row.invited_by.map(UserId::from_uuid),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            used_at: row.used_at,
+        })
+    }
+}
+
+/// A queued message as a claim returns it. Its bodies hold secret links, so it never prints
+/// them (no `Debug`).
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = mail_outbox, check_for_backend(Pg))]
+pub(crate) struct MailRow {
+    pub id: Uuid,
+    pub recipient: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub created_at: Timestamp,
+    pub attempts: i32,
+}
+
+impl TryFrom<MailRow> for QueuedMail {
+    type Error = StoreError;
+
+    fn try_from(row: MailRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            message: MailMessage {
+                id: MailId(row.id),
+                to: Email::parse(&row.recipient)
+                    .map_err(|_| invalid("mail_outbox", "recipient"))?,
+                subject: row.subject,
+                text: row.body_text,
+                html: row.body_html,
+                created_at: row.created_at,
+            },
+            attempts: u32::try_from(row.attempts)
+                .map_err(|_| invalid("mail_outbox", "attempts"))?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,5 +478,75 @@ mod tests {
                 format!("stored mfa_challenges.{column} is not valid")
             );
         }
+    }
+
+    #[test]
+    fn bad_link_tokens_and_mail_are_unexpected() {
+        let row = || LinkTokenRow {
+            hash: vec![7; 32],
+            kind: "invite".into(),
+            email: "ada@example.com".into(),
+            user_id: None,
+            tenant_id: Some(Uuid::nil()),
+            roles: vec!["owner".into()],
+            invited_by: None,
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: Timestamp::UNIX_EPOCH,
+            used_at: None,
+        };
+        let good = LinkToken::try_from(row()).expect("valid");
+        assert_eq!((good.hash, good.kind), ([7; 32], LinkKind::Invite));
+        for (column, bad) in [
+            (
+                "hash",
+                LinkTokenRow {
+                    hash: vec![7; 31],
+                    ..row()
+                },
+            ),
+            (
+                "kind",
+                LinkTokenRow {
+                    kind: "other".into(),
+                    ..row()
+                },
+            ),
+            (
+                "email",
+                LinkTokenRow {
+                    email: "nope".into(),
+                    ..row()
+                },
+            ),
+            (
+                "roles",
+                LinkTokenRow {
+                    roles: vec!["Not A Role".into()],
+                    ..row()
+                },
+            ),
+        ] {
+            let err = LinkToken::try_from(bad).expect_err(column);
+            let StoreError::Unexpected(source) = &err else {
+                panic!("{column}: {err:?}");
+            };
+            assert_eq!(
+                source.to_string(),
+                format!("stored link_tokens.{column} is not valid")
+            );
+        }
+        let mail = MailRow {
+            id: Uuid::nil(),
+            recipient: "ada@example.com".into(),
+            subject: "s".into(),
+            body_text: "t".into(),
+            body_html: "h".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            attempts: -1,
+        };
+        assert!(matches!(
+            QueuedMail::try_from(mail),
+            Err(StoreError::Unexpected(_))
+        ));
     }
 }

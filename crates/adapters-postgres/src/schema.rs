@@ -109,3 +109,33 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    link_tokens (hash) {
+        hash -> Bytea,
+        kind -> Text,
+        email -> Text,
+        user_id -> Nullable<Uuid>,
+        tenant_id -> Nullable<Uuid>,
+        roles -> Array<Text>,
+        invited_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    mail_outbox (id) {
+        id -> Uuid,
+        recipient -> Text,
+        subject -> Text,
+        body_text -> Text,
+        body_html -> Text,
+        created_at -> Timestamptz,
+        due_at -> Timestamptz,
+        attempts -> Integer,
+        sent_at -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+    }
+}

@@ -14,17 +14,18 @@
 use async_trait::async_trait;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use iam_domain::{
-    Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
-    SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
+    Email, LinkKind, LinkToken, MailMessage, Membership, MfaChallenge, MfaEnrolment, PasswordHash,
+    RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus,
+    Timestamp, User, UserId,
 };
 use iam_ports::{
-    MfaRepo, NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError, TenantRepo,
-    UnitOfWork, UserFilter, UserRecord, UserRepo,
+    MailRepo, MfaRepo, NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError,
+    TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 
 use crate::error::{UnitError, from_diesel};
 use crate::pool::{Detaching, PooledConn};
-use crate::{payload, queries};
+use crate::{mail, payload, queries};
 
 /// A transaction on a connection checked out for it alone.
 pub(crate) struct PgUnit {
@@ -355,6 +356,53 @@ impl MfaRepo for PgUnit {
     async fn purge_mfa_challenges(&mut self, before: Timestamp) -> Result<u64, StoreError> {
         let conn = self.enter()?;
         let result = queries::purge_mfa_challenges(conn, before).await;
+        self.leave(result)
+    }
+}
+
+#[async_trait]
+impl MailRepo for PgUnit {
+    async fn insert_link_token(&mut self, token: &LinkToken) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = mail::insert_link_token(conn, token).await;
+        self.leave(result)
+    }
+
+    async fn take_link_token(
+        &mut self,
+        hash: &[u8; 32],
+        kind: LinkKind,
+        now: Timestamp,
+    ) -> Result<Option<LinkToken>, StoreError> {
+        let conn = self.enter()?;
+        let result = mail::take_link_token(conn, hash, kind, now).await;
+        self.leave(result)
+    }
+
+    async fn spend_link_tokens(
+        &mut self,
+        email: &Email,
+        kind: LinkKind,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let conn = self.enter()?;
+        let result = mail::spend_link_tokens(conn, email, kind, at).await;
+        self.leave(result)
+    }
+
+    async fn set_password(
+        &mut self,
+        user: UserId,
+        hash: &PasswordHash,
+    ) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = mail::set_password(conn, user, hash).await;
+        self.leave(result)
+    }
+
+    async fn enqueue_mail(&mut self, message: &MailMessage) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = mail::enqueue_mail(conn, message).await;
         self.leave(result)
     }
 }

@@ -10,12 +10,13 @@ use futures::stream::BoxStream;
 use iam_adapters_postgres::testing::TestDatabase;
 use iam_adapters_postgres::{LISTENER_APPLICATION_NAME, PgConfig, PostgresStore, migrate};
 use iam_domain::{
-    Membership, MfaChallenge, MfaEnrolment, RecoveryCode, RefreshToken, Session, SessionId,
-    StoredRecoveryCode, Tenant, TenantStatus, TotpSecret, User, UserStatus,
+    LinkKind, LinkToken, MailId, MailMessage, Membership, MfaChallenge, MfaEnrolment, RecoveryCode,
+    RefreshToken, Session, SessionId, StoredRecoveryCode, Tenant, TenantStatus, TotpSecret, User,
+    UserStatus,
 };
 use iam_ports::{
-    FeedMessage, NewRefreshToken, Refreshed, RevocationEvent, RevocationFeed, Rotation, Store,
-    StoreError, ThrottleStore,
+    FeedMessage, MailQueue, NewRefreshToken, Refreshed, RevocationEvent, RevocationFeed, Rotation,
+    Store, StoreError, ThrottleStore,
 };
 use iam_store_contract::Fixture;
 use iam_store_contract::fixtures::{hash, t0, tenant, user};
@@ -36,6 +37,7 @@ async fn fixture() -> Fixture {
     Fixture {
         keys: Arc::new(store.key_store()),
         throttle: Arc::new(store.throttle_store()),
+        mail: Arc::new(store.mail_queue()),
         feed: Arc::new(store.clone()),
         store: Arc::new(store),
         guard: Box::new(db),
@@ -206,7 +208,8 @@ async fn migrate_applies_everything_to_an_empty_database() {
             "00000000000002".to_owned(),
             "00000000000003".to_owned(),
             "00000000000004".to_owned(),
-            "00000000000005".to_owned()
+            "00000000000005".to_owned(),
+            "00000000000006".to_owned()
         ]
     );
     assert!(migrate(&db.url).await.expect("migrate again").is_empty());
@@ -1781,5 +1784,251 @@ async fn a_refresh_racing_a_reuse_cannot_keep_the_family_alive() {
         )
         .await,
         0
+    );
+}
+
+fn reset_link(n: u8, u: &User) -> LinkToken {
+    LinkToken {
+        hash: [n; 32],
+        kind: LinkKind::Reset,
+        email: u.email.clone(),
+        user: Some(u.id),
+        tenant: None,
+        roles: vec![],
+        invited_by: None,
+        created_at: t0(),
+        expires_at: t0() + chrono::Duration::hours(1),
+        used_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_token_is_taken_once_under_concurrency() {
+    const TAKERS: usize = 8;
+    let db = TestDatabase::new().await;
+    let store = Arc::new(
+        PostgresStore::connect(&config(&db.url, TAKERS))
+            .await
+            .expect("connect"),
+    );
+    let (u, _) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_link_token(&reset_link(1, &u))
+        .await
+        .expect("insert");
+    uow.commit().await.expect("commit");
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(TAKERS));
+    let mut takers = Vec::new();
+    for _ in 0..TAKERS {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        takers.push(tokio::spawn(async move {
+            let mut uow = store.begin().await.expect("begin");
+            barrier.wait().await;
+            let taken = uow
+                .take_link_token(&[1; 32], LinkKind::Reset, t0())
+                .await
+                .expect("take");
+            uow.commit().await.expect("commit");
+            taken
+        }));
+    }
+    let mut winners = Vec::new();
+    for taker in takers {
+        if let Some(t) = taker.await.expect("task") {
+            winners.push(t);
+        }
+    }
+    assert_eq!(winners.len(), 1, "the link was taken more than once");
+    assert_eq!(winners[0].used_at, Some(t0()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_tokens_store_only_the_hash_and_go_with_their_user() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, _) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_link_token(&reset_link(1, &u))
+        .await
+        .expect("insert");
+    uow.commit().await.expect("commit");
+    assert_eq!(
+        raw_rows(&db.url, "SELECT hash AS value FROM link_tokens").await,
+        vec![vec![1; 32]]
+    );
+
+    let mut uow = store.begin().await.expect("begin");
+    let dup = uow.insert_link_token(&reset_link(1, &u)).await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict("link token"))),
+        "{dup:?}"
+    );
+    uow.rollback().await.expect("rollback");
+    // The failed insert rolled back the supersession that came before it.
+    let mut uow = store.begin().await.expect("begin");
+    assert!(
+        uow.take_link_token(&[1; 32], LinkKind::Reset, t0())
+            .await
+            .expect("take")
+            .is_some()
+    );
+    uow.rollback().await.expect("rollback");
+
+    // An operator deletes a user: their own links go, an invitation they sent stays.
+    let (u2, t) = (user(2), tenant(1, &u));
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_user(&u2, None).await.expect("user");
+    uow.insert_link_token(&reset_link(2, &u2))
+        .await
+        .expect("theirs");
+    uow.insert_link_token(&LinkToken {
+        kind: LinkKind::Invite,
+        user: None,
+        tenant: Some(t.id),
+        invited_by: Some(u2.id),
+        ..reset_link(3, &user(3))
+    })
+    .await
+    .expect("invitation");
+    uow.commit().await.expect("commit");
+    raw_exec(
+        &db.url,
+        &format!("DELETE FROM users WHERE id = '{}'", u2.id),
+    )
+    .await;
+    assert_eq!(
+        raw_rows(
+            &db.url,
+            "SELECT hash AS value FROM link_tokens WHERE invited_by IS NULL ORDER BY hash"
+        )
+        .await,
+        vec![vec![1; 32], vec![3; 32]]
+    );
+}
+
+fn outgoing(n: u16, u: &User) -> MailMessage {
+    MailMessage {
+        id: MailId(uuid::Uuid::from_u128(u128::from(n) + 1)),
+        to: u.email.clone(),
+        subject: format!("message {n}"),
+        text: "https://example.test/reset?token=secret".into(),
+        html: "<a href=\"https://example.test/reset?token=secret\">reset</a>".into(),
+        created_at: t0() + chrono::Duration::milliseconds(i64::from(n)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_never_share_a_message() {
+    const MESSAGES: u16 = 50;
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 4))
+        .await
+        .expect("connect");
+    let (u, _) = seed(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    for n in 0..MESSAGES {
+        uow.enqueue_mail(&outgoing(n, &u)).await.expect("enqueue");
+    }
+    uow.commit().await.expect("commit");
+    let queue = Arc::new(store.mail_queue());
+    assert_eq!(queue.pending().await.expect("pending"), u64::from(MESSAGES));
+
+    let now = t0() + chrono::Duration::minutes(1);
+    let lease = now + chrono::Duration::minutes(5);
+    let mut claimers = Vec::new();
+    for _ in 0..2 {
+        let queue = queue.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = queue.claim_due(now, lease, 5).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                assert!(batch.len() <= 5);
+                assert!(batch.iter().all(|m| m.attempts == 1));
+                // Each batch comes oldest first.
+                assert!(
+                    batch
+                        .windows(2)
+                        .all(|w| w[0].message.created_at < w[1].message.created_at)
+                );
+                mine.extend(batch.into_iter().map(|m| m.message.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.expect("task"));
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (total, all.len()),
+        (usize::from(MESSAGES), usize::from(MESSAGES))
+    );
+    // Claimed is not sent.
+    assert_eq!(queue.pending().await.expect("pending"), u64::from(MESSAGES));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_keep_a_truncated_reason_and_the_bodies_stay_out_of_errors() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 2))
+        .await
+        .expect("connect");
+    let (u, _) = seed(&store).await;
+    let m = outgoing(1, &u);
+    let mut uow = store.begin().await.expect("begin");
+    uow.enqueue_mail(&m).await.expect("enqueue");
+    // A duplicate id is a conflict that names neither the message nor its bodies.
+    let dup = uow.enqueue_mail(&m).await;
+    let Err(err) = dup else {
+        panic!("a duplicate message id was accepted");
+    };
+    assert!(matches!(err, StoreError::Conflict("mail")), "{err:?}");
+    let chain = error_chain(&err);
+    assert!(!chain.contains("secret"), "{chain}");
+    uow.rollback().await.expect("rollback");
+
+    let mut uow = store.begin().await.expect("begin");
+    uow.enqueue_mail(&m).await.expect("enqueue");
+    uow.commit().await.expect("commit");
+    let queue = store.mail_queue();
+    let claimed = queue
+        .claim_due(m.created_at, m.created_at, 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message, m);
+    queue
+        .mark_failed(m.id, t0(), &"x".repeat(2000))
+        .await
+        .expect("failed");
+    assert_eq!(
+        raw_count(
+            &db.url,
+            "SELECT length(last_error)::bigint AS n FROM mail_outbox"
+        )
+        .await,
+        500
+    );
+    // Unknown ids are no error.
+    queue
+        .mark_sent(MailId(uuid::Uuid::nil()), t0())
+        .await
+        .expect("unknown");
+    queue.mark_sent(m.id, t0()).await.expect("sent");
+    assert_eq!(queue.pending().await.expect("pending"), 0);
+    assert!(
+        queue
+            .claim_due(t0() + chrono::Duration::days(1), t0(), 10)
+            .await
+            .expect("claim")
+            .is_empty()
     );
 }
