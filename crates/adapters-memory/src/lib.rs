@@ -12,14 +12,14 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use iam_domain::throttle::Counter;
 use iam_domain::{
-    Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
-    SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
-    UserStatus,
+    Email, LinkKind, LinkToken, MailId, MailMessage, Membership, MfaChallenge, MfaEnrolment,
+    PasswordHash, QueuedMail, RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant,
+    TenantId, TenantStatus, Timestamp, User, UserId, UserStatus,
 };
 use iam_ports::{
-    FeedMessage, KeyStore, MfaRepo, NewRefreshToken, Refreshed, RevocationEvent, RevocationFeed,
-    RevocationSnapshot, Rotation, SessionRepo, Standing, Store, StoreError, StoredKey, TenantRepo,
-    ThrottleStore, UnitOfWork, UserFilter, UserRecord, UserRepo,
+    FeedMessage, KeyStore, MailQueue, MailRepo, MfaRepo, NewRefreshToken, Refreshed,
+    RevocationEvent, RevocationFeed, RevocationSnapshot, Rotation, SessionRepo, Standing, Store,
+    StoreError, StoredKey, TenantRepo, ThrottleStore, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard, broadcast};
 
@@ -46,8 +46,19 @@ struct State {
     sessions: HashMap<SessionId, Session>,
     refresh: HashMap<RefreshTokenHash, RefreshRecord>,
     mfa: HashMap<UserId, MfaEnrolment>,
+    link_tokens: HashMap<[u8; 32], LinkToken>,
+    outbox: std::collections::BTreeMap<(Timestamp, MailId), Outgoing>,
     recovery_codes: HashMap<UserId, Vec<StoredRecoveryCode>>,
     challenges: HashMap<[u8; 32], MfaChallenge>,
+}
+
+/// A queued message and its delivery state.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    message: MailMessage,
+    attempts: u32,
+    due_at: Timestamp,
+    sent_at: Option<Timestamp>,
 }
 
 type Undo = Box<dyn FnOnce(&mut State) + Send>;
@@ -712,6 +723,118 @@ impl MfaRepo for MemoryUnit {
 }
 
 #[async_trait]
+impl MailRepo for MemoryUnit {
+    async fn insert_link_token(&mut self, token: &LinkToken) -> Result<(), StoreError> {
+        if self.state.link_tokens.contains_key(&token.hash) {
+            return Err(StoreError::Conflict("link token"));
+        }
+        self.spend_links(&token.email, token.kind, token.created_at);
+        let t = token.clone();
+        self.keep(
+            |s| &mut s.link_tokens,
+            t.hash,
+            move |m| {
+                m.insert(t.hash, t);
+            },
+        );
+        Ok(())
+    }
+
+    async fn take_link_token(
+        &mut self,
+        hash: &[u8; 32],
+        kind: LinkKind,
+        now: Timestamp,
+    ) -> Result<Option<LinkToken>, StoreError> {
+        let live = self
+            .state
+            .link_tokens
+            .get(hash)
+            .is_some_and(|t| t.kind == kind && t.used_at.is_none() && t.expires_at > now);
+        if !live {
+            return Ok(None);
+        }
+        let key = *hash;
+        self.keep(
+            |s| &mut s.link_tokens,
+            key,
+            move |m| {
+                if let Some(t) = m.get_mut(&key) {
+                    t.used_at = Some(now);
+                }
+            },
+        );
+        Ok(self.state.link_tokens.get(hash).cloned())
+    }
+
+    async fn spend_link_tokens(
+        &mut self,
+        email: &Email,
+        kind: LinkKind,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        Ok(self.spend_links(email, kind, at))
+    }
+
+    async fn set_password(
+        &mut self,
+        user: UserId,
+        hash: &PasswordHash,
+    ) -> Result<bool, StoreError> {
+        let Some(record) = self.state.users.get_mut(&user) else {
+            return Ok(false);
+        };
+        let old = record.password_hash.replace(hash.clone());
+        self.undo.push(Box::new(move |s| {
+            if let Some(r) = s.users.get_mut(&user) {
+                r.password_hash = old;
+            }
+        }));
+        Ok(true)
+    }
+
+    async fn enqueue_mail(&mut self, message: &MailMessage) -> Result<(), StoreError> {
+        let key = (message.created_at, message.id);
+        let entry = Outgoing {
+            message: message.clone(),
+            attempts: 0,
+            due_at: message.created_at,
+            sent_at: None,
+        };
+        self.state.outbox.insert(key, entry);
+        self.undo.push(Box::new(move |s| {
+            s.outbox.remove(&key);
+        }));
+        Ok(())
+    }
+}
+
+impl MemoryUnit {
+    /// Spends the live tokens of `kind` for `email`, recording how to undo it.
+    fn spend_links(&mut self, email: &Email, kind: LinkKind, at: Timestamp) -> u64 {
+        let live: Vec<[u8; 32]> = self
+            .state
+            .link_tokens
+            .values()
+            .filter(|t| &t.email == email && t.kind == kind && t.used_at.is_none())
+            .map(|t| t.hash)
+            .collect();
+        for key in live.iter().copied() {
+            self.keep(
+                |s| &mut s.link_tokens,
+                key,
+                move |m| {
+                    if let Some(t) = m.get_mut(&key) {
+                        t.used_at = Some(at);
+                    }
+                },
+            );
+        }
+        live.len() as u64
+    }
+}
+
+#[async_trait]
 impl UnitOfWork for MemoryUnit {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.undo.clear();
@@ -725,6 +848,63 @@ impl UnitOfWork for MemoryUnit {
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         // Dropping runs the undo log.
         Ok(())
+    }
+}
+
+#[async_trait]
+impl MailQueue for MemoryStore {
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<QueuedMail>, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut claimed = Vec::new();
+        for entry in state.outbox.values_mut() {
+            if claimed.len() >= limit {
+                break;
+            }
+            if entry.sent_at.is_none() && entry.due_at <= now {
+                entry.due_at = lease_until;
+                entry.attempts += 1;
+                claimed.push(QueuedMail {
+                    message: entry.message.clone(),
+                    attempts: entry.attempts,
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn mark_sent(&self, id: MailId, at: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(e) = state.outbox.values_mut().find(|e| e.message.id == id) {
+            e.sent_at = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn mark_failed(
+        &self,
+        id: MailId,
+        retry_at: Timestamp,
+        _error: &str,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(e) = state.outbox.values_mut().find(|e| e.message.id == id) {
+            e.due_at = retry_at;
+        }
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<u64, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .outbox
+            .values()
+            .filter(|e| e.sent_at.is_none())
+            .count() as u64)
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
-use iam_application::{AuthService, KeyService, MfaService, TrustedProxies};
+use iam_application::{AuthService, Flows, KeyService, MfaService, TrustedProxies};
 use iam_ports::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -32,6 +32,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct AppState {
     pub auth: Arc<AuthService>,
     pub mfa: Arc<MfaService>,
+    pub flows: Arc<Flows>,
     pub keys: Arc<KeyService>,
     pub store: Arc<dyn Store>,
     /// Proxies whose `X-Forwarded-For` names the client.
@@ -49,6 +50,7 @@ pub struct AppState {
     tags(
         (name = "auth", description = "Registration, sign-in and sessions"),
         (name = "mfa", description = "TOTP second factor and recovery codes"),
+        (name = "flows", description = "Email verification, password reset and invitations"),
         (name = "keys", description = "Token signing keys"),
         (name = "health", description = "Liveness and readiness")
     )

@@ -18,6 +18,8 @@ pub struct Settings {
     pub validation: ValidationSettings,
     pub mfa: MfaSettings,
     pub throttle: ThrottleSettings,
+    pub mail: MailSettings,
+    pub flows: FlowSettings,
     /// The product's name: new passwords may not be built from it.
     pub product_name: String,
     /// The externally visible base URL; the default token issuer.
@@ -65,6 +67,79 @@ pub struct TlsSettings {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// Outgoing mail.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    /// The sender, e.g. `IAM <no-reply@example.com>`.
+    pub from: String,
+    /// SMTP relay; without it, messages are written to `directory` (development).
+    pub smtp: Option<SmtpSettings>,
+    /// Where the development mailer writes `.eml` files.
+    pub directory: PathBuf,
+    /// How often the outbox worker looks for due messages.
+    pub poll_interval_ms: u64,
+    /// The first retry's delay after a failed delivery; each further one doubles (up to 1 h).
+    pub retry_base_ms: u64,
+}
+
+/// An SMTP relay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (default), `tls`, or `none` (loopback relays only).
+    #[serde(default = "default_security")]
+    pub security: String,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_security() -> String {
+    "starttls".into()
+}
+
+fn default_smtp_timeout() -> u64 {
+    10_000
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            from: "IAM <no-reply@localhost>".into(),
+            smtp: None,
+            directory: PathBuf::from("mail"),
+            poll_interval_ms: 1000,
+            retry_base_ms: 5000,
+        }
+    }
+}
+
+/// Emailed flows.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowSettings {
+    pub verify_ttl_secs: i64,
+    pub reset_ttl_secs: i64,
+    pub invite_ttl_secs: i64,
+    /// Unverified addresses may not sign in.
+    pub require_verified_email: bool,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        Self {
+            verify_ttl_secs: 24 * 3600,
+            reset_ttl_secs: 3600,
+            invite_ttl_secs: 7 * 24 * 3600,
+            require_verified_email: false,
+        }
+    }
+}
+
 /// One throttling rule: failures tolerated per window.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +166,10 @@ pub struct ThrottleSettings {
     pub register: RuleSettings,
     /// Step-up proofs by one signed-in user.
     pub step_up: RuleSettings,
+    /// Emailed-link requests for one address.
+    pub link_email: RuleSettings,
+    /// Emailed-link requests from one client address.
+    pub link_address: RuleSettings,
 }
 
 impl Default for ThrottleSettings {
@@ -108,6 +187,8 @@ impl Default for ThrottleSettings {
             refresh: r(d.refresh),
             register: r(d.register),
             step_up: r(d.step_up),
+            link_email: r(d.link_email),
+            link_address: r(d.link_address),
         }
     }
 }
@@ -127,6 +208,8 @@ impl ThrottleSettings {
             refresh: rule(self.refresh),
             register: rule(self.register),
             step_up: rule(self.step_up),
+            link_email: rule(self.link_email),
+            link_address: rule(self.link_address),
         }
     }
 }
@@ -231,6 +314,8 @@ impl Default for Settings {
             validation: ValidationSettings::default(),
             mfa: MfaSettings::default(),
             throttle: ThrottleSettings::default(),
+            mail: MailSettings::default(),
+            flows: FlowSettings::default(),
             product_name: "IAM".into(),
             public_base_url: "http://localhost:8080".into(),
             tokens: TokenSettings::default(),
@@ -459,10 +544,30 @@ impl Settings {
             ("throttle.refresh", t.refresh),
             ("throttle.register", t.register),
             ("throttle.step_up", t.step_up),
+            ("throttle.link_email", t.link_email),
+            ("throttle.link_address", t.link_address),
         ] {
             if rule.threshold == 0 || rule.window_secs <= 0 {
                 return Err(invalid(key, "threshold and window_secs must be positive"));
             }
+        }
+        if let Some(smtp) = &self.mail.smtp
+            && !matches!(smtp.security.as_str(), "starttls" | "tls" | "none")
+        {
+            return Err(invalid(
+                "mail.smtp.security",
+                "must be starttls, tls or none",
+            ));
+        }
+        let f = &self.flows;
+        if f.verify_ttl_secs <= 0 || f.reset_ttl_secs <= 0 || f.invite_ttl_secs <= 0 {
+            return Err(invalid("flows", "link lifetimes must be positive"));
+        }
+        if self.mail.poll_interval_ms == 0 || self.mail.retry_base_ms == 0 {
+            return Err(invalid(
+                "mail",
+                "poll_interval_ms and retry_base_ms must be positive",
+            ));
         }
         if self.keys.reload_interval_secs == 0 {
             return Err(invalid("keys.reload_interval_secs", "must be at least 1"));

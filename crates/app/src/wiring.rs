@@ -8,15 +8,19 @@ use iam_adapters_crypto::{
     AesGcmSealer, Argon2Config, Argon2Hasher, EcdsaSigner, HasherStats, OsRandom, RfcTotp,
     ZxcvbnScreen,
 };
+use iam_adapters_mail::{DirectoryMailer, SmtpConfig, SmtpMailer, SmtpSecurity};
 use iam_adapters_memory::{MemoryKeyStore, MemoryStore, MemoryThrottleStore};
 use iam_adapters_postgres::{PgConfig, PostgresStore};
 use iam_api_grpc::{GrpcState, ServiceCredentials};
 use iam_application::{
-    AuthService, KeyService, MfaService, Ports, RevocationView, TenantService, Throttle,
-    TokenValidator, TrustedProxies, UserService,
+    AuthService, Composer, FlowPolicy, Flows, KeyService, MfaService, OutboxPolicy, OutboxWorker,
+    Ports, RevocationView, TenantService, Throttle, TokenValidator, TrustedProxies, UserService,
 };
 use iam_domain::{KeyId, TokenPolicy};
-use iam_ports::{Clock, KeyStore, RevocationFeed, Rng, SecretSealer, Store, ThrottleStore, random};
+use iam_ports::{
+    Clock, KeyStore, MailQueue, Mailer, RevocationFeed, Rng, SecretSealer, Store, ThrottleStore,
+    random,
+};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -27,6 +31,9 @@ use crate::Settings;
 pub struct App {
     /// The REST router, ready to serve.
     pub router: axum::Router,
+    pub flows: Arc<Flows>,
+    /// The outbox, for tests and readiness.
+    pub mail: Arc<dyn MailQueue>,
     /// The gRPC services, ready to serve.
     pub grpc: tonic::service::Routes,
     pub auth: Arc<AuthService>,
@@ -51,6 +58,7 @@ impl Drop for App {
 /// The adapters behind the store ports.
 pub struct Stores {
     pub store: Arc<dyn Store>,
+    pub mail: Arc<dyn MailQueue>,
     pub throttle: Arc<dyn ThrottleStore>,
     pub keys: Arc<dyn KeyStore>,
     pub feed: Arc<dyn RevocationFeed>,
@@ -93,6 +101,7 @@ pub async fn stores(settings: &Settings, rng: &dyn Rng) -> anyhow::Result<Stores
             .await
             .context("connecting to the database (configuration key `database.url`)")?;
             Ok(Stores {
+                mail: Arc::new(store.mail_queue()),
                 keys: Arc::new(store.key_store()),
                 throttle: Arc::new(store.throttle_store()),
                 feed: Arc::new(store.clone()),
@@ -110,6 +119,7 @@ pub async fn stores(settings: &Settings, rng: &dyn Rng) -> anyhow::Result<Stores
             };
             let store = MemoryStore::new();
             Ok(Stores {
+                mail: Arc::new(store.clone()),
                 throttle: Arc::new(MemoryThrottleStore::new()),
                 feed: Arc::new(store.clone()),
                 store: Arc::new(store),
@@ -161,6 +171,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         feed,
         sealer,
         throttle: throttle_store,
+        mail: mail_queue,
     } = stores(settings, &*rng).await?;
     if settings.database.is_none() {
         warn!(
@@ -253,12 +264,31 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         ports_clock.clone(),
         settings.throttle.policy(),
     ));
-    let auth = Arc::new(AuthService::new(
+    let flow_policy = FlowPolicy {
+        public_base_url: settings.public_base_url.clone(),
+        product: settings.product_name.clone(),
+        verify_ttl: chrono::Duration::seconds(settings.flows.verify_ttl_secs),
+        reset_ttl: chrono::Duration::seconds(settings.flows.reset_ttl_secs),
+        invite_ttl: chrono::Duration::seconds(settings.flows.invite_ttl_secs),
+    };
+    let auth = Arc::new(
+        AuthService::new(
+            ports.clone(),
+            policy,
+            validator,
+            throttle.clone(),
+            settings.product_name.clone(),
+        )
+        .with_mail(
+            Composer::new(flow_policy.clone()),
+            settings.flows.require_verified_email,
+        ),
+    );
+    let flows = Arc::new(Flows::new(
         ports.clone(),
-        policy,
-        validator,
-        throttle.clone(),
-        settings.product_name.clone(),
+        auth.clone(),
+        view.clone(),
+        flow_policy,
     ));
     let mfa = Arc::new(MfaService::new(
         ports.clone(),
@@ -338,7 +368,37 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         TrustedProxies::parse(&settings.http.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("configuration key `http.trusted_proxies`: {e}"))?,
     );
+    {
+        // The outbox worker: what a unit of work queued is delivered after its commit.
+        // Delivery retries are operational timing, so they run on the wall clock even where
+        // the service's clock is frozen (tests).
+        let worker = OutboxWorker::new(
+            mail_queue.clone(),
+            mailer(settings)?,
+            Arc::new(iam_adapters_crypto::SystemClock),
+            OutboxPolicy {
+                base_backoff: chrono::Duration::milliseconds(
+                    i64::try_from(settings.mail.retry_base_ms).unwrap_or(5000),
+                ),
+                ..OutboxPolicy::default()
+            },
+        );
+        let every = Duration::from_millis(settings.mail.poll_interval_ms);
+        background.push(tokio::spawn(async move {
+            loop {
+                match worker.run_once().await {
+                    // A full batch: there may be more right away.
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "the outbox could not be read"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
+    }
+
     let router = iam_api_rest::router(iam_api_rest::AppState {
+        flows: flows.clone(),
         auth: auth.clone(),
         mfa: mfa.clone(),
         keys: keys.clone(),
@@ -361,6 +421,8 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
     .await?;
     Ok(App {
         router,
+        flows,
+        mail: mail_queue,
         grpc,
         auth,
         users,
@@ -408,6 +470,40 @@ pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<KeyId> {
         .await
         .context("loading signing keys")?;
     Ok(keys.rotate().await?)
+}
+
+/// The mailer the configuration asks for: SMTP, or the development directory mailer.
+fn mailer(settings: &Settings) -> anyhow::Result<Arc<dyn Mailer>> {
+    let m = &settings.mail;
+    match &m.smtp {
+        Some(smtp) => Ok(Arc::new(
+            SmtpMailer::new(SmtpConfig {
+                host: smtp.host.clone(),
+                port: smtp.port,
+                security: match smtp.security.as_str() {
+                    "none" => SmtpSecurity::None,
+                    "tls" => SmtpSecurity::Tls,
+                    _ => SmtpSecurity::StartTls,
+                },
+                username: smtp.username.clone(),
+                password: smtp.password.as_ref().map(|p| p.expose_secret().to_owned()),
+                from: m.from.clone(),
+                timeout: Duration::from_millis(smtp.timeout_ms),
+            })
+            .context("configuration key `mail.smtp`")?,
+        )),
+        None => {
+            warn!(
+                directory = %m.directory.display(),
+                "no SMTP relay configured: mail is written to a directory, not sent \
+                 (set [mail.smtp] to send it)"
+            );
+            Ok(Arc::new(
+                DirectoryMailer::new(&m.directory, &m.from)
+                    .context("configuration key `mail.directory`")?,
+            ))
+        }
+    }
 }
 
 /// The gRPC server's TLS set-up, if the configuration asks for TLS.

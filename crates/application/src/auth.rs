@@ -4,7 +4,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::Duration;
-use iam_domain::Weakness;
 use iam_domain::mfa::{MFA_CHALLENGE_SECS, MFA_MAX_ATTEMPTS};
 use iam_domain::token::Grant;
 use iam_domain::{
@@ -12,13 +11,14 @@ use iam_domain::{
     RefreshToken, RoleName, Session, SessionId, Tenant, TenantId, TenantName, TenantStatus,
     TokenPolicy, User, UserId,
 };
+use iam_domain::{MailId, Weakness};
 use iam_ports::{
     BoxError, HashError, NewRefreshToken, Refreshed, RevocationEvent, SignError, Standing,
     StoreError, UnitOfWork, random,
 };
 use tracing::{info, warn};
 
-use crate::{Ports, Scope, Throttle, ThrottleError, TokenValidator};
+use crate::{Composer, Ports, Scope, Throttle, ThrottleError, TokenValidator};
 
 /// Why an authentication use case failed. Transports map each variant to one stable answer.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +198,10 @@ pub struct AuthService {
     throttle: Arc<Throttle>,
     /// The product's name, which new passwords must not be built from.
     product: String,
+    /// Writes the "account exists" notice; without it, none is sent.
+    composer: Option<Composer>,
+    /// Unverified addresses may not sign in (they get the generic answer).
+    require_verified_email: bool,
 }
 
 impl AuthService {
@@ -215,7 +219,21 @@ impl AuthService {
             validator,
             throttle,
             product,
+            composer: None,
+            require_verified_email: false,
         }
+    }
+
+    /// Sends notices through the outbox, and optionally refuses unverified addresses.
+    pub fn with_mail(mut self, composer: Composer, require_verified_email: bool) -> Self {
+        self.composer = Some(composer);
+        self.require_verified_email = require_verified_email;
+        self
+    }
+
+    /// The throttle in force.
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
     }
 
     /// Refuses a new password that is common, predictable, or built from the account's own
@@ -254,8 +272,16 @@ impl AuthService {
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
         if uow.user_by_email(&cmd.email).await?.is_some() {
-            uow.rollback().await?;
-            info!("registration for an existing email ignored");
+            // The address's owner hears of it; the caller learns nothing.
+            if let Some(composer) = &self.composer {
+                let id = MailId(UserId::new_v7(now, random(&*self.ports.rng)).as_uuid());
+                uow.enqueue_mail(&composer.account_exists(id, &cmd.email, now))
+                    .await?;
+                uow.commit().await?;
+            } else {
+                uow.rollback().await?;
+            }
+            info!("registration for an existing email ignored; its owner is told");
             return Ok(());
         }
         let user = User::new(
@@ -324,8 +350,10 @@ impl AuthService {
                 (None, false)
             }
         };
+        let usable =
+            |u: &User| u.can_sign_in() && (u.email_verified || !self.require_verified_email);
         let user = match user {
-            Some(user) if verified && user.can_sign_in() => user,
+            Some(user) if verified && usable(&user) => user,
             _ => {
                 // The pair counted this attempt when it was reserved.
                 self.throttle

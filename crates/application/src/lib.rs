@@ -5,8 +5,10 @@
 
 pub mod auth;
 pub mod client;
+pub mod flows;
 pub mod keys;
 pub mod mfa;
+pub mod outbox;
 pub mod revocation;
 pub mod tenants;
 pub mod throttle;
@@ -24,8 +26,10 @@ pub use auth::{
     Unauthenticated,
 };
 pub use client::TrustedProxies;
+pub use flows::{Composer, FlowError, FlowPolicy, Flows, Joined};
 pub use keys::{KeyError, KeyService};
 pub use mfa::{Enrolment, MfaError, MfaService, RecoverySummary, StepUp};
+pub use outbox::{OutboxPolicy, OutboxWorker};
 pub use revocation::RevocationView;
 pub use tenants::{TenantError, TenantService, TenantStanding};
 pub use throttle::{Scope, Throttle, ThrottleError, ThrottlePolicy};

@@ -30,6 +30,10 @@ pub struct ThrottlePolicy {
     pub register: Rule,
     /// Step-up proofs (code or password) by one signed-in user, right or wrong.
     pub step_up: Rule,
+    /// Emailed-link requests (verification, reset, invitation) for one address.
+    pub link_email: Rule,
+    /// Emailed-link requests from one client address.
+    pub link_address: Rule,
 }
 
 impl Default for ThrottlePolicy {
@@ -46,6 +50,8 @@ impl Default for ThrottlePolicy {
             refresh: rule(30, 15),
             register: rule(20, 60),
             step_up: rule(10, 15),
+            link_email: rule(3, 60),
+            link_address: rule(20, 60),
         }
     }
 }
@@ -60,6 +66,8 @@ pub enum Scope<'a> {
     Refresh(IpAddr),
     Register(IpAddr),
     StepUp(iam_domain::UserId),
+    LinkEmail(&'a Email),
+    LinkAddress(IpAddr),
 }
 
 /// The unit an address is counted in: an IPv4 address, or an IPv6 /64 (one host commonly holds
@@ -117,6 +125,8 @@ impl Throttle {
             Scope::Refresh(_) => self.policy.refresh,
             Scope::Register(_) => self.policy.register,
             Scope::StepUp(_) => self.policy.step_up,
+            Scope::LinkEmail(_) => self.policy.link_email,
+            Scope::LinkAddress(_) => self.policy.link_address,
         }
     }
 
@@ -130,6 +140,8 @@ impl Throttle {
             Scope::Refresh(ip) => format!("refresh/{}", network(ip)),
             Scope::Register(ip) => format!("register/{}", network(ip)),
             Scope::StepUp(user) => format!("step-up/{user}"),
+            Scope::LinkEmail(email) => format!("link-email/{email}"),
+            Scope::LinkAddress(ip) => format!("link-address/{}", network(ip)),
         };
         Sha256::digest(raw.as_bytes())
             .iter()

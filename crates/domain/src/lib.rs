@@ -7,6 +7,7 @@
 
 pub mod email;
 pub mod ids;
+pub mod mail;
 pub mod mfa;
 pub mod password;
 pub mod session;
@@ -17,6 +18,7 @@ pub mod user;
 
 pub use email::{Email, EmailError};
 pub use ids::{KeyId, SessionId, TenantId, UserId};
+pub use mail::{LinkKind, LinkToken, MailId, MailMessage, QueuedMail};
 pub use mfa::{MfaChallenge, MfaEnrolment, MfaToken, RecoveryCode, StoredRecoveryCode, TotpSecret};
 pub use password::{Password, PasswordError, PasswordHash, Weakness};
 pub use session::{RefreshToken, RefreshTokenHash, Session};

@@ -6,6 +6,7 @@
 
 pub mod crypto;
 pub mod keys;
+pub mod mail;
 pub mod revocation;
 pub mod store;
 pub mod system;
@@ -16,10 +17,11 @@ pub use crypto::{
     TokenRejection, TokenSigner, Totp,
 };
 pub use keys::{KeyStore, StoredKey};
+pub use mail::{MailError, MailQueue, Mailer};
 pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
 pub use store::{
-    MfaRepo, NewRefreshToken, Refreshed, Rotation, SessionRepo, Standing, Store, StoreError,
-    TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
+    MailRepo, MfaRepo, NewRefreshToken, Refreshed, Rotation, SessionRepo, Standing, Store,
+    StoreError, TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 pub use system::{Clock, Rng, random};
 pub use throttle::ThrottleStore;

@@ -8,9 +8,9 @@
 
 use async_trait::async_trait;
 use iam_domain::{
-    Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
-    SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
-    UserStatus,
+    Email, LinkKind, LinkToken, MailMessage, Membership, MfaChallenge, MfaEnrolment, PasswordHash,
+    RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus,
+    Timestamp, User, UserId, UserStatus,
 };
 
 use crate::BoxError;
@@ -248,9 +248,42 @@ pub trait MfaRepo: Send {
     async fn purge_mfa_challenges(&mut self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
+/// Emailed link tokens, password changes, and the mail outbox, written in the same unit as the
+/// change they announce (so a crash between commit and send loses no mail).
+#[async_trait]
+pub trait MailRepo: Send {
+    /// Stores a link token; earlier unused tokens of the same kind for the same address are
+    /// spent first (a newer link supersedes older ones).
+    async fn insert_link_token(&mut self, token: &LinkToken) -> Result<(), StoreError>;
+
+    /// Spends a live token (unused, unexpired at `now`, of `kind`) and returns it; `None` for an
+    /// unknown, used, expired or superseded one.
+    async fn take_link_token(
+        &mut self,
+        hash: &[u8; 32],
+        kind: LinkKind,
+        now: Timestamp,
+    ) -> Result<Option<LinkToken>, StoreError>;
+
+    /// Spends every live token of `kind` for `email`; returns how many.
+    async fn spend_link_tokens(
+        &mut self,
+        email: &Email,
+        kind: LinkKind,
+        at: Timestamp,
+    ) -> Result<u64, StoreError>;
+
+    /// Sets a user's password hash; `false` if no such user.
+    async fn set_password(&mut self, user: UserId, hash: &PasswordHash)
+    -> Result<bool, StoreError>;
+
+    /// Queues a message, due at once.
+    async fn enqueue_mail(&mut self, message: &MailMessage) -> Result<(), StoreError>;
+}
+
 /// One atomic unit of work over every repository.
 #[async_trait]
-pub trait UnitOfWork: UserRepo + TenantRepo + SessionRepo + MfaRepo {
+pub trait UnitOfWork: UserRepo + TenantRepo + SessionRepo + MfaRepo + MailRepo {
     /// Makes every write of this unit visible at once.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 

@@ -2,9 +2,9 @@
 
 use chrono::Duration;
 use iam_domain::{
-    DisplayName, Email, KeyId, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshToken,
-    RoleName, Session, SessionId, StoredRecoveryCode, Tenant, TenantStatus, Timestamp, User,
-    UserId, UserStatus,
+    DisplayName, Email, KeyId, LinkKind, LinkToken, MailId, MailMessage, Membership, MfaChallenge,
+    MfaEnrolment, PasswordHash, RefreshToken, RoleName, Session, SessionId, StoredRecoveryCode,
+    Tenant, TenantStatus, Timestamp, User, UserId, UserStatus,
 };
 use iam_ports::{
     FeedMessage, NewRefreshToken, Refreshed, RevocationEvent, Rotation, StoreError, StoredKey,
@@ -1054,4 +1054,211 @@ pub async fn concurrent_refresh_sessions_have_one_winner(f: &Fixture) {
             .iter()
             .all(|r| matches!(r, Refreshed::Rotated(_)) || *r == Refreshed::Reused(s.id))
     );
+}
+
+fn link(n: u8, kind: LinkKind, email: &Email, at: Timestamp) -> LinkToken {
+    LinkToken {
+        hash: [n; 32],
+        kind,
+        email: email.clone(),
+        user: None,
+        tenant: None,
+        roles: vec![],
+        invited_by: None,
+        created_at: at,
+        expires_at: at + Duration::hours(1),
+        used_at: None,
+    }
+}
+
+pub async fn link_tokens_are_single_use_and_superseded(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let invite = LinkToken {
+        user: Some(u.id),
+        tenant: Some(t.id),
+        roles: vec![RoleName::owner()],
+        invited_by: Some(u.id),
+        ..link(1, LinkKind::Invite, &u.email, t0())
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_link_token(&invite).await.expect("insert");
+    uow.insert_link_token(&link(2, LinkKind::Reset, &u.email, t0()))
+        .await
+        .expect("reset");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.take_link_token(&[1; 32], LinkKind::Reset, t0())
+            .await
+            .expect("take"),
+        None,
+        "the kind must match"
+    );
+    let taken = uow
+        .take_link_token(&[1; 32], LinkKind::Invite, t0())
+        .await
+        .expect("take")
+        .expect("live");
+    assert_eq!(
+        (
+            taken.tenant,
+            taken.roles.clone(),
+            taken.invited_by,
+            taken.used_at
+        ),
+        (Some(t.id), vec![RoleName::owner()], Some(u.id), Some(t0()))
+    );
+    assert_eq!(
+        uow.take_link_token(&[1; 32], LinkKind::Invite, t0())
+            .await
+            .expect("again"),
+        None
+    );
+    // A newer reset link supersedes the older one.
+    uow.insert_link_token(&link(
+        3,
+        LinkKind::Reset,
+        &u.email,
+        t0() + Duration::minutes(1),
+    ))
+    .await
+    .expect("newer");
+    assert_eq!(
+        uow.take_link_token(&[2; 32], LinkKind::Reset, t0())
+            .await
+            .expect("old"),
+        None
+    );
+    // Expired.
+    assert_eq!(
+        uow.take_link_token(&[3; 32], LinkKind::Reset, t0() + Duration::hours(2))
+            .await
+            .expect("late"),
+        None
+    );
+    assert!(
+        uow.take_link_token(&[3; 32], LinkKind::Reset, t0())
+            .await
+            .expect("in time")
+            .is_some()
+    );
+    uow.insert_link_token(&link(4, LinkKind::Verify, &u.email, t0()))
+        .await
+        .expect("verify");
+    uow.insert_link_token(&link(5, LinkKind::Reset, &u.email, t0()))
+        .await
+        .expect("reset");
+    assert_eq!(
+        uow.spend_link_tokens(&u.email, LinkKind::Reset, t0())
+            .await
+            .expect("spend"),
+        1
+    );
+    assert!(
+        uow.take_link_token(&[4; 32], LinkKind::Verify, t0())
+            .await
+            .expect("other kind")
+            .is_some()
+    );
+    uow.commit().await.expect("commit");
+}
+
+pub async fn passwords_are_replaced(f: &Fixture) {
+    let (u, _) = seed(f).await;
+    let new = PasswordHash::from_phc("$argon2id$v=19$m=64,t=1,p=1$bmV3c2FsdA$bmV3aGFzaA".into());
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(uow.set_password(u.id, &new).await.expect("set"));
+    assert!(!uow.set_password(user(9).id, &new).await.expect("unknown"));
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    let rec = uow
+        .user_by_email(&u.email)
+        .await
+        .expect("lookup")
+        .expect("user");
+    assert_eq!(rec.password_hash, Some(new));
+    uow.commit().await.expect("commit");
+}
+
+fn message(n: u8, to: &Email, at: Timestamp) -> MailMessage {
+    MailMessage {
+        id: MailId(uuid::Uuid::from_bytes([n; 16])),
+        to: to.clone(),
+        subject: format!("subject {n}"),
+        text: "text".into(),
+        html: "<p>html</p>".into(),
+        created_at: at,
+    }
+}
+
+pub async fn the_outbox_commits_with_the_unit_and_leases_claims(f: &Fixture) {
+    let (u, _) = seed(f).await;
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.enqueue_mail(&message(1, &u.email, t0()))
+        .await
+        .expect("enqueue");
+    uow.rollback().await.expect("rollback");
+    assert_eq!(
+        f.mail.pending().await.expect("pending"),
+        0,
+        "rolled back with its unit"
+    );
+
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.enqueue_mail(&message(2, &u.email, t0()))
+        .await
+        .expect("enqueue");
+    uow.enqueue_mail(&message(3, &u.email, t0() + Duration::seconds(1)))
+        .await
+        .expect("enqueue");
+    uow.commit().await.expect("commit");
+    assert_eq!(f.mail.pending().await.expect("pending"), 2);
+
+    let now = t0() + Duration::seconds(5);
+    let lease = now + Duration::minutes(1);
+    let first = f.mail.claim_due(now, lease, 1).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].message.clone(), first[0].attempts),
+        (message(2, &u.email, t0()), 1)
+    );
+    let second = f.mail.claim_due(now, lease, 10).await.expect("claim");
+    assert_eq!(
+        second.iter().map(|m| m.message.id).collect::<Vec<_>>(),
+        vec![message(3, &u.email, t0()).id]
+    );
+    assert!(
+        f.mail
+            .claim_due(now, lease, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "both leased"
+    );
+
+    f.mail
+        .mark_sent(first[0].message.id, now)
+        .await
+        .expect("sent");
+    let retry = now + Duration::seconds(30);
+    f.mail
+        .mark_failed(second[0].message.id, retry, "connection refused")
+        .await
+        .expect("failed");
+    assert!(
+        f.mail
+            .claim_due(retry - Duration::seconds(1), lease, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = f.mail.claim_due(retry, lease, 10).await.expect("claim");
+    assert_eq!(
+        again.len(),
+        1,
+        "the failed one comes back, the sent one never"
+    );
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(f.mail.pending().await.expect("pending"), 1);
 }

@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use iam_ports::{KeyStore, RevocationFeed, Store, ThrottleStore};
+use iam_ports::{KeyStore, MailQueue, RevocationFeed, Store, ThrottleStore};
 
 pub mod cases;
 pub mod fixtures;
@@ -17,6 +17,7 @@ pub struct Fixture {
     pub keys: Arc<dyn KeyStore>,
     pub feed: Arc<dyn RevocationFeed>,
     pub throttle: Arc<dyn ThrottleStore>,
+    pub mail: Arc<dyn MailQueue>,
     pub guard: Box<dyn Any + Send>,
 }
 
@@ -50,6 +51,9 @@ macro_rules! store_contract_tests {
             throttle_failures_add_up_under_concurrency,
             refresh_session_in_one_call,
             concurrent_refresh_sessions_have_one_winner,
+            link_tokens_are_single_use_and_superseded,
+            passwords_are_replaced,
+            the_outbox_commits_with_the_unit_and_leases_claims,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

@@ -9,9 +9,10 @@ async fn fixture() -> Fixture {
     let store = MemoryStore::new();
     Fixture {
         feed: Arc::new(store.clone()),
-        store: Arc::new(store),
+        store: Arc::new(store.clone()),
         keys: Arc::new(MemoryKeyStore::new()),
         throttle: Arc::new(MemoryThrottleStore::new()),
+        mail: Arc::new(store.clone()),
         guard: Box::new(()),
     }
 }

@@ -1,6 +1,7 @@
 //! Route handlers, grouped by capability.
 
 mod auth;
+mod flows;
 mod meta;
 mod mfa;
 
@@ -18,6 +19,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(flows::request_verify_email))
+        .routes(routes!(flows::verify_email))
+        .routes(routes!(flows::request_reset))
+        .routes(routes!(flows::reset_password))
+        .routes(routes!(flows::invite))
+        .routes(routes!(flows::accept_invite))
         .routes(routes!(mfa::enable))
         .routes(routes!(mfa::verify))
         .routes(routes!(mfa::disable))

@@ -4,6 +4,7 @@
 mod enumeration;
 mod errors;
 mod flow;
+mod flows;
 mod grpc;
 mod keys;
 mod load;

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use futures::FutureExt as _;
 use iam_adapters_crypto::ManualClock;
 use iam_adapters_postgres::testing::TestDatabase;
-use iam_app::settings::{DatabaseSettings, GrpcSettings, HashSettings};
+use iam_app::settings::{DatabaseSettings, GrpcSettings, HashSettings, MailSettings, SmtpSettings};
 use iam_app::{App, Settings};
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
@@ -64,6 +64,12 @@ pub fn test_settings(db: Option<&TestDatabase>, master_key: &str) -> Settings {
         grpc: GrpcSettings {
             service_tokens: vec![SecretString::from(SERVICE_TOKEN.to_owned())],
             ..GrpcSettings::default()
+        },
+        mail: MailSettings {
+            directory: std::env::temp_dir().join(format!("iam-test-mail-{}", uuid::Uuid::new_v4())),
+            poll_interval_ms: 20,
+            retry_base_ms: 100,
+            ..MailSettings::default()
         },
         ..Settings::default()
     }
@@ -296,4 +302,17 @@ pub mod rpc {
             .expect("ValidateToken never fails for a bad token")
             .into_inner()
     }
+}
+
+/// Settings that deliver mail to a loopback SMTP server on `port`.
+pub fn with_smtp(mut settings: Settings, port: u16) -> Settings {
+    settings.mail.smtp = Some(SmtpSettings {
+        host: "127.0.0.1".into(),
+        port,
+        security: "none".into(),
+        username: None,
+        password: None,
+        timeout_ms: 2000,
+    });
+    settings
 }
