@@ -70,12 +70,37 @@ pub async fn request_verify_email(
     ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<EmailRequest>,
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
+    queue_link(&state, client, &body, LinkRequest::Verify).await
+}
+
+/// Which link a request asks for.
+#[derive(Clone, Copy)]
+enum LinkRequest {
+    Verify,
+    Reset,
+}
+
+/// Admits the request, answers 202, and does the work (if any account is concerned) afterwards.
+async fn queue_link(
+    state: &AppState,
+    client: std::net::IpAddr,
+    body: &EmailRequest,
+    kind: LinkRequest,
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
     let email = parse_email(&body.email)?;
     state.flows.admit(&email, client).await?;
     let flows = state.flows.clone();
-    after_answer("verification request", async move {
-        flows.request_verification(&email).await
-    });
+    match kind {
+        LinkRequest::Verify => after_answer("verification request", async move {
+            flows.request_verification(&email).await
+        }),
+        LinkRequest::Reset => {
+            after_answer(
+                "reset request",
+                async move { flows.request_reset(&email).await },
+            )
+        }
+    }
     Ok((StatusCode::ACCEPTED, Json(QUEUED)))
 }
 
@@ -118,14 +143,7 @@ pub async fn request_reset(
     ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<EmailRequest>,
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
-    let email = parse_email(&body.email)?;
-    state.flows.admit(&email, client).await?;
-    let flows = state.flows.clone();
-    after_answer(
-        "reset request",
-        async move { flows.request_reset(&email).await },
-    );
-    Ok((StatusCode::ACCEPTED, Json(QUEUED)))
+    queue_link(&state, client, &body, LinkRequest::Reset).await
 }
 
 /// A reset link's token and the new password.

@@ -8,7 +8,7 @@ use tonic::Code;
 
 use crate::support::rpc::{self, pb};
 use crate::support::{
-    Backend, PASSWORD, TestApp, new_master_key, spawn, spawn_with, test_settings,
+    Backend, PASSWORD, TestApp, new_master_key, spawn, spawn_second, spawn_with, test_settings,
 };
 
 pub async fn grpc_login(app: &TestApp, email: &str) -> pb::TokenResponse {
@@ -573,13 +573,7 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> D
 #[tokio::test]
 async fn a_second_instance_sees_revocations_within_a_second() {
     let a = spawn(Backend::Postgres).await;
-    let db = a.db.clone().expect("db");
-    let b = spawn_with(
-        test_settings(Some(&db), &a.master_key),
-        Some(db.clone()),
-        a.master_key.clone(),
-    )
-    .await;
+    let b = spawn_second(&a).await;
     a.register("ada@example.com").await;
     let one = grpc_login(&a, "ada@example.com").await;
     let two = grpc_login(&a, "ada@example.com").await;

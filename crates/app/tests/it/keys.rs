@@ -8,7 +8,7 @@ use iam_ports::TokenSigner as _;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{Backend, new_master_key, spawn, spawn_with, test_settings};
+use crate::support::{Backend, new_master_key, spawn, spawn_second, spawn_with, test_settings};
 
 fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token)
@@ -36,12 +36,7 @@ async fn jwks_kids(app: &crate::support::TestApp) -> Vec<String> {
 async fn instances_share_persisted_keys_and_survive_rotation() {
     let a = spawn(Backend::Postgres).await;
     let db = a.db.clone().expect("db");
-    let b = spawn_with(
-        test_settings(Some(&db), &a.master_key),
-        Some(db.clone()),
-        a.master_key.clone(),
-    )
-    .await;
+    let b = spawn_second(&a).await;
     assert_eq!(
         jwks_kids(&a).await,
         jwks_kids(&b).await,

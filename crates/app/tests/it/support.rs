@@ -102,6 +102,17 @@ pub async fn spawn(backend: Backend) -> TestApp {
     spawn_with(settings, db, key).await
 }
 
+/// A second instance on the first one's database, with the same master key.
+pub async fn spawn_second(first: &TestApp) -> TestApp {
+    let db = first.db.clone().expect("a database-backed instance");
+    spawn_with(
+        test_settings(Some(&db), &first.master_key),
+        Some(db.clone()),
+        first.master_key.clone(),
+    )
+    .await
+}
+
 /// Starts a service with the given settings (e.g. a second instance on the same database).
 pub async fn spawn_with(
     settings: Settings,

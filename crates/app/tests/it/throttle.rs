@@ -4,7 +4,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::{
-    Backend, PASSWORD, TestApp, new_master_key, problem, spawn, spawn_with, test_settings,
+    Backend, PASSWORD, TestApp, new_master_key, problem, spawn, spawn_second, spawn_with,
+    test_settings,
 };
 
 async fn login_from(
@@ -106,13 +107,7 @@ async fn throttled_answers_are_identical_for_known_and_unknown_accounts() {
 #[tokio::test]
 async fn two_instances_share_the_counters() {
     let a = spawn(Backend::Postgres).await;
-    let db = a.db.clone().expect("db");
-    let b = spawn_with(
-        test_settings(Some(&db), &a.master_key),
-        Some(db.clone()),
-        a.master_key.clone(),
-    )
-    .await;
+    let b = spawn_second(&a).await;
     a.register("ada@example.com").await;
     for app in [&a, &b, &a, &b, &a] {
         let r = login_from(app, "ada@example.com", "wrong guess 1234", None).await;
