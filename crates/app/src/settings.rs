@@ -166,6 +166,8 @@ pub struct ThrottleSettings {
     pub register: RuleSettings,
     /// Step-up proofs by one signed-in user.
     pub step_up: RuleSettings,
+    /// Second-factor attempts for one user from anywhere.
+    pub second_factor_user: RuleSettings,
     /// Emailed-link requests for one address.
     pub link_email: RuleSettings,
     /// Emailed-link requests from one client address.
@@ -187,6 +189,7 @@ impl Default for ThrottleSettings {
             refresh: r(d.refresh),
             register: r(d.register),
             step_up: r(d.step_up),
+            second_factor_user: r(d.second_factor_user),
             link_email: r(d.link_email),
             link_address: r(d.link_address),
         }
@@ -208,6 +211,7 @@ impl ThrottleSettings {
             refresh: rule(self.refresh),
             register: rule(self.register),
             step_up: rule(self.step_up),
+            second_factor_user: rule(self.second_factor_user),
             link_email: rule(self.link_email),
             link_address: rule(self.link_address),
         }
@@ -544,6 +548,7 @@ impl Settings {
             ("throttle.refresh", t.refresh),
             ("throttle.register", t.register),
             ("throttle.step_up", t.step_up),
+            ("throttle.second_factor_user", t.second_factor_user),
             ("throttle.link_email", t.link_email),
             ("throttle.link_address", t.link_address),
         ] {

@@ -453,6 +453,10 @@ impl AuthService {
             .await?
             .ok_or(AuthError::InvalidMfaToken)?;
         uow.commit().await?;
+        // Challenges are cheap for whoever has the password; this caps their guesses in all.
+        self.throttle
+            .reserve(Scope::SecondFactorUser(challenge.user))
+            .await?;
 
         let mfa = crate::mfa::Checker::new(&self.ports);
         let mut uow = self.ports.store.begin().await?;
@@ -497,6 +501,9 @@ impl AuthService {
             .start_session(&mut *uow, &user, &membership, amr)
             .await?;
         uow.commit().await?;
+        self.throttle
+            .succeeded(Scope::SecondFactorUser(user.id))
+            .await?;
         info!(user.id = %user.id, method, "second factor passed; signed in");
         Ok(pair)
     }

@@ -30,6 +30,9 @@ pub struct ThrottlePolicy {
     pub register: Rule,
     /// Step-up proofs (code or password) by one signed-in user, right or wrong.
     pub step_up: Rule,
+    /// Second-factor attempts for one user, from anywhere: only someone who passed the first
+    /// factor can spend these, so this caps TOTP guessing by a password holder.
+    pub second_factor_user: Rule,
     /// Emailed-link requests (verification, reset, invitation) for one address.
     pub link_email: Rule,
     /// Emailed-link requests from one client address.
@@ -50,6 +53,7 @@ impl Default for ThrottlePolicy {
             refresh: rule(30, 15),
             register: rule(20, 60),
             step_up: rule(10, 15),
+            second_factor_user: rule(10, 15),
             link_email: rule(3, 60),
             link_address: rule(20, 60),
         }
@@ -66,6 +70,7 @@ pub enum Scope<'a> {
     Refresh(IpAddr),
     Register(IpAddr),
     StepUp(iam_domain::UserId),
+    SecondFactorUser(iam_domain::UserId),
     LinkEmail(&'a Email),
     LinkAddress(IpAddr),
 }
@@ -125,6 +130,7 @@ impl Throttle {
             Scope::Refresh(_) => self.policy.refresh,
             Scope::Register(_) => self.policy.register,
             Scope::StepUp(_) => self.policy.step_up,
+            Scope::SecondFactorUser(_) => self.policy.second_factor_user,
             Scope::LinkEmail(_) => self.policy.link_email,
             Scope::LinkAddress(_) => self.policy.link_address,
         }
@@ -140,6 +146,7 @@ impl Throttle {
             Scope::Refresh(ip) => format!("refresh/{}", network(ip)),
             Scope::Register(ip) => format!("register/{}", network(ip)),
             Scope::StepUp(user) => format!("step-up/{user}"),
+            Scope::SecondFactorUser(user) => format!("second-factor-user/{user}"),
             Scope::LinkEmail(email) => format!("link-email/{email}"),
             Scope::LinkAddress(ip) => format!("link-address/{}", network(ip)),
         };

@@ -395,3 +395,36 @@ async fn step_up_guesses_are_limited() {
         "and so does the password: {r:?}"
     );
 }
+
+#[tokio::test]
+async fn a_password_holder_gets_few_second_factor_guesses_in_all() {
+    let h = Harness::new().await;
+    let p = signed_in(&h, "ada@example.com").await;
+    let (secret, _) = enrolled(&h, &p).await;
+    // Fresh challenges from ever new addresses: the per-user count still adds up.
+    let mut throttled = false;
+    for n in 0..12u8 {
+        let token = challenge(&h, "ada@example.com").await;
+        let from: std::net::IpAddr = format!("198.51.100.{n}").parse().expect("ip");
+        match h
+            .auth
+            .complete_mfa(&token, SecondFactor::Totp("000000".into()), from)
+            .await
+        {
+            Err(AuthError::InvalidMfaCode) => {}
+            Err(AuthError::Throttled(_)) => {
+                throttled = true;
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(throttled, "ten wrong codes in all, then a wait");
+    // Once the bucket drains, the rightful user passes, and success clears the count.
+    h.clock.advance(Duration::minutes(15));
+    let token = challenge(&h, "ada@example.com").await;
+    h.auth
+        .complete_mfa(&token, SecondFactor::Totp(code(&h, &secret, 0)), CLIENT)
+        .await
+        .expect("the right code after the wait");
+}
