@@ -52,13 +52,13 @@ struct State {
     challenges: HashMap<[u8; 32], MfaChallenge>,
 }
 
-/// A queued message and its delivery state.
+/// A queued, unsent message and its delivery state (sent ones are dropped: nothing persists in
+/// memory anyway, and keeping them would make every claim scan them).
 #[derive(Debug, Clone)]
 struct Outgoing {
     message: MailMessage,
     attempts: u32,
     due_at: Timestamp,
-    sent_at: Option<Timestamp>,
 }
 
 type Undo = Box<dyn FnOnce(&mut State) + Send>;
@@ -799,7 +799,6 @@ impl MailRepo for MemoryUnit {
             message: message.clone(),
             attempts: 0,
             due_at: message.created_at,
-            sent_at: None,
         };
         self.state.outbox.insert(key, entry);
         self.undo.push(Box::new(move |s| {
@@ -865,7 +864,7 @@ impl MailQueue for MemoryStore {
             if claimed.len() >= limit {
                 break;
             }
-            if entry.sent_at.is_none() && entry.due_at <= now {
+            if entry.due_at <= now {
                 entry.due_at = lease_until;
                 entry.attempts += 1;
                 claimed.push(QueuedMail {
@@ -877,11 +876,9 @@ impl MailQueue for MemoryStore {
         Ok(claimed)
     }
 
-    async fn mark_sent(&self, id: MailId, at: Timestamp) -> Result<(), StoreError> {
+    async fn mark_sent(&self, id: MailId, _at: Timestamp) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
-        if let Some(e) = state.outbox.values_mut().find(|e| e.message.id == id) {
-            e.sent_at = Some(at);
-        }
+        state.outbox.retain(|_, e| e.message.id != id);
         Ok(())
     }
 
@@ -900,11 +897,7 @@ impl MailQueue for MemoryStore {
 
     async fn pending(&self) -> Result<u64, StoreError> {
         let state = self.state.lock().await;
-        Ok(state
-            .outbox
-            .values()
-            .filter(|e| e.sent_at.is_none())
-            .count() as u64)
+        Ok(state.outbox.len() as u64)
     }
 }
 

@@ -150,10 +150,13 @@ impl Throttle {
             Scope::LinkEmail(email) => format!("link-email/{email}"),
             Scope::LinkAddress(ip) => format!("link-address/{}", network(ip)),
         };
-        Sha256::digest(raw.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        // Runs on every refresh (the local check): one allocation, not one per byte.
+        let mut hex = String::with_capacity(64);
+        for b in Sha256::digest(raw.as_bytes()) {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 
     /// Refuses the attempt if any scope is over its limit, with the longest wait. A refused

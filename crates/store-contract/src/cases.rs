@@ -12,7 +12,7 @@ use iam_ports::{
 };
 
 use crate::Fixture;
-use crate::fixtures::{hash, refresh, t0, tenant, user};
+use crate::fixtures::{add_member, hash, refresh, t0, tenant, user};
 
 /// A user, a tenant and a membership, committed.
 async fn seed(f: &Fixture) -> (User, Tenant) {
@@ -653,15 +653,7 @@ pub async fn snapshot_reflects_revocations(f: &Fixture) {
 
 async fn add_members_in(uow: &mut dyn iam_ports::UnitOfWork, t: &Tenant, n: u8) -> User {
     let u = user(n);
-    uow.insert_user(&u, None).await.expect("user");
-    uow.insert_membership(&Membership {
-        tenant: t.id,
-        user: u.id,
-        roles: vec![],
-        created_at: t0(),
-    })
-    .await
-    .expect("membership");
+    add_member(uow, t, &u).await;
     u
 }
 

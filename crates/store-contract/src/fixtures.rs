@@ -50,3 +50,16 @@ pub fn refresh(n: u8, at: Timestamp) -> (RefreshToken, NewRefreshToken) {
     };
     (token, new)
 }
+
+/// Makes `user` (inserted here) a member of `tenant` with no roles, inside `uow`.
+pub async fn add_member(uow: &mut dyn iam_ports::UnitOfWork, tenant: &Tenant, user: &User) {
+    uow.insert_user(user, None).await.expect("user");
+    uow.insert_membership(&iam_domain::Membership {
+        tenant: tenant.id,
+        user: user.id,
+        roles: vec![],
+        created_at: t0(),
+    })
+    .await
+    .expect("membership");
+}

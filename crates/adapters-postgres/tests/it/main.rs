@@ -19,7 +19,7 @@ use iam_ports::{
     Store, StoreError, ThrottleStore,
 };
 use iam_store_contract::Fixture;
-use iam_store_contract::fixtures::{hash, t0, tenant, user};
+use iam_store_contract::fixtures::{add_member, hash, t0, tenant, user};
 
 fn config(url: &str, max_connections: usize) -> PgConfig {
     PgConfig {
@@ -865,15 +865,7 @@ async fn member_prefixes_are_literal() {
             email: Email::parse(email).expect("email"),
             ..user(n)
         };
-        uow.insert_user(&u, None).await.expect("user");
-        uow.insert_membership(&Membership {
-            tenant: t.id,
-            user: u.id,
-            roles: vec![],
-            created_at: t0(),
-        })
-        .await
-        .expect("membership");
+        add_member(&mut *uow, &t, &u).await;
         members.push(u);
     }
     for (prefix, expected) in [
