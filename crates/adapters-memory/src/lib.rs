@@ -11,11 +11,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use iam_domain::throttle::Counter;
+use iam_domain::{AuditEvent, AuditId, Permission, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
     Email, LinkKind, LinkToken, MailId, MailMessage, Membership, MfaChallenge, MfaEnrolment,
     PasswordHash, QueuedMail, RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant,
     TenantId, TenantStatus, Timestamp, User, UserId, UserStatus,
 };
+use iam_ports::{AuditRepo, RbacRepo};
 use iam_ports::{
     FeedMessage, KeyStore, MailQueue, MailRepo, MfaRepo, NewRefreshToken, Refreshed,
     RevocationEvent, RevocationFeed, RevocationSnapshot, Rotation, SessionRepo, Standing, Store,
@@ -50,6 +52,11 @@ struct State {
     outbox: std::collections::BTreeMap<(Timestamp, MailId), Outgoing>,
     recovery_codes: HashMap<UserId, Vec<StoredRecoveryCode>>,
     challenges: HashMap<[u8; 32], MfaChallenge>,
+    roles: HashMap<RoleId, Role>,
+    permissions: std::collections::BTreeMap<Permission, PermissionDef>,
+    root_tenant: Option<TenantId>,
+    /// Append-only, in the order appended.
+    audit: Vec<AuditEvent>,
 }
 
 /// A queued, unsent message and its delivery state (sent ones are dropped: nothing persists in
@@ -834,6 +841,255 @@ impl MemoryUnit {
 }
 
 #[async_trait]
+impl RbacRepo for MemoryUnit {
+    async fn insert_role(&mut self, role: &Role) -> Result<(), StoreError> {
+        if self
+            .state
+            .roles
+            .values()
+            .any(|r| r.id == role.id || (r.tenant == role.tenant && r.name == role.name))
+        {
+            return Err(StoreError::Conflict("role"));
+        }
+        if !self.state.tenants.contains_key(&role.tenant) {
+            return Err(missing("tenant"));
+        }
+        self.state.roles.insert(role.id, role.clone());
+        self.events.push(RevocationEvent::RolesChanged(role.tenant));
+        let id = role.id;
+        self.undo.push(Box::new(move |s| {
+            s.roles.remove(&id);
+        }));
+        Ok(())
+    }
+
+    async fn custom_roles(&mut self, tenant: TenantId) -> Result<Vec<Role>, StoreError> {
+        let mut roles: Vec<Role> = self
+            .state
+            .roles
+            .values()
+            .filter(|r| r.tenant == tenant)
+            .cloned()
+            .collect();
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(roles)
+    }
+
+    async fn custom_role(
+        &mut self,
+        tenant: TenantId,
+        id: RoleId,
+    ) -> Result<Option<Role>, StoreError> {
+        Ok(self
+            .state
+            .roles
+            .get(&id)
+            .filter(|r| r.tenant == tenant)
+            .cloned())
+    }
+
+    async fn update_role(&mut self, role: &Role, old_name: &RoleName) -> Result<bool, StoreError> {
+        let Some(old) = self
+            .state
+            .roles
+            .get(&role.id)
+            .filter(|r| r.tenant == role.tenant)
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        if self
+            .state
+            .roles
+            .values()
+            .any(|r| r.id != role.id && r.tenant == role.tenant && r.name == role.name)
+        {
+            return Err(StoreError::Conflict("role"));
+        }
+        self.state.roles.insert(
+            role.id,
+            Role {
+                created_at: old.created_at,
+                ..role.clone()
+            },
+        );
+        let renamed = self.rename_in_memberships(role.tenant, old_name, Some(&role.name));
+        self.events.push(RevocationEvent::RolesChanged(role.tenant));
+        self.undo.push(Box::new(move |s| {
+            s.roles.insert(old.id, old);
+            for (key, roles) in renamed {
+                if let Some(m) = s.memberships.get_mut(&key) {
+                    m.roles = roles;
+                }
+            }
+        }));
+        Ok(true)
+    }
+
+    async fn delete_role(&mut self, tenant: TenantId, role: &Role) -> Result<bool, StoreError> {
+        let Some(old) = self
+            .state
+            .roles
+            .get(&role.id)
+            .filter(|r| r.tenant == tenant)
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        self.state.roles.remove(&role.id);
+        let changed = self.rename_in_memberships(tenant, &old.name, None);
+        self.events.push(RevocationEvent::RolesChanged(tenant));
+        self.undo.push(Box::new(move |s| {
+            s.roles.insert(old.id, old);
+            for (key, roles) in changed {
+                if let Some(m) = s.memberships.get_mut(&key) {
+                    m.roles = roles;
+                }
+            }
+        }));
+        Ok(true)
+    }
+
+    async fn set_membership_roles(
+        &mut self,
+        tenant: TenantId,
+        user: UserId,
+        roles: &[RoleName],
+    ) -> Result<bool, StoreError> {
+        let key = (user, tenant);
+        let Some(m) = self.state.memberships.get_mut(&key) else {
+            return Ok(false);
+        };
+        let old = std::mem::replace(&mut m.roles, roles.to_vec());
+        self.undo.push(Box::new(move |s| {
+            if let Some(m) = s.memberships.get_mut(&key) {
+                m.roles = old;
+            }
+        }));
+        Ok(true)
+    }
+
+    async fn count_active_holders(
+        &mut self,
+        tenant: TenantId,
+        role: &RoleName,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .state
+            .memberships
+            .values()
+            .filter(|m| m.tenant == tenant && m.roles.contains(role))
+            .filter(|m| {
+                self.state
+                    .users
+                    .get(&m.user)
+                    .is_some_and(|r| r.user.status == UserStatus::Active)
+            })
+            .count() as u64)
+    }
+
+    async fn lock_tenant(&mut self, tenant: TenantId) -> Result<bool, StoreError> {
+        // A unit holds the whole store's lock already.
+        Ok(self.state.tenants.contains_key(&tenant))
+    }
+
+    async fn register_permission(&mut self, def: &PermissionDef) -> Result<(), StoreError> {
+        let old = self.state.permissions.insert(def.name.clone(), def.clone());
+        self.events.push(RevocationEvent::CatalogueChanged);
+        let name = def.name.clone();
+        self.undo.push(Box::new(move |s| match old {
+            Some(old) => {
+                s.permissions.insert(name, old);
+            }
+            None => {
+                s.permissions.remove(&name);
+            }
+        }));
+        Ok(())
+    }
+
+    async fn registered_permissions(&mut self) -> Result<Vec<PermissionDef>, StoreError> {
+        Ok(self.state.permissions.values().cloned().collect())
+    }
+
+    async fn root_tenant(&mut self) -> Result<Option<TenantId>, StoreError> {
+        Ok(self.state.root_tenant)
+    }
+
+    async fn set_root_tenant(&mut self, tenant: TenantId) -> Result<bool, StoreError> {
+        if self.state.root_tenant.is_some() {
+            return Ok(false);
+        }
+        if !self.state.tenants.contains_key(&tenant) {
+            return Err(missing("tenant"));
+        }
+        self.state.root_tenant = Some(tenant);
+        self.undo.push(Box::new(|s| s.root_tenant = None));
+        Ok(true)
+    }
+}
+
+impl MemoryUnit {
+    /// Replaces `old` by `new` (or removes it) in the roles of the tenant's memberships and
+    /// returns the memberships' previous roles, for the undo log.
+    fn rename_in_memberships(
+        &mut self,
+        tenant: TenantId,
+        old: &RoleName,
+        new: Option<&RoleName>,
+    ) -> Vec<((UserId, TenantId), Vec<RoleName>)> {
+        let mut changed = Vec::new();
+        for (key, m) in self.state.memberships.iter_mut() {
+            if m.tenant != tenant || !m.roles.contains(old) {
+                continue;
+            }
+            changed.push((*key, m.roles.clone()));
+            let mut roles: Vec<RoleName> = m.roles.iter().filter(|r| *r != old).cloned().collect();
+            if let Some(new) = new
+                && !roles.contains(new)
+            {
+                roles.push(new.clone());
+            }
+            m.roles = roles;
+        }
+        changed
+    }
+}
+
+#[async_trait]
+impl AuditRepo for MemoryUnit {
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        if self.state.audit.iter().any(|e| e.id == event.id) {
+            return Err(StoreError::Conflict("audit event"));
+        }
+        self.state.audit.push(event.clone());
+        let id = event.id;
+        self.undo.push(Box::new(move |s| {
+            s.audit.retain(|e| e.id != id);
+        }));
+        Ok(())
+    }
+
+    async fn list_audit(
+        &mut self,
+        tenant: TenantId,
+        before: Option<AuditId>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut events: Vec<AuditEvent> = self
+            .state
+            .audit
+            .iter()
+            .filter(|e| e.tenant == tenant && before.is_none_or(|b| e.id < b))
+            .cloned()
+            .collect();
+        events.sort_by(|a, b| b.id.cmp(&a.id));
+        events.truncate(limit);
+        Ok(events)
+    }
+}
+
+#[async_trait]
 impl UnitOfWork for MemoryUnit {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.undo.clear();
@@ -934,6 +1190,8 @@ impl RevocationFeed for MemoryStore {
                 .copied()
                 .filter(|t| blocked(*t))
                 .collect(),
+            custom_roles: state.roles.values().cloned().collect(),
+            permissions: state.permissions.values().cloned().collect(),
         })
     }
 

@@ -72,6 +72,8 @@ fn conflict_for(constraint: &str) -> Option<&'static str> {
         "mfa_challenges_pkey" => "mfa challenge",
         "link_tokens_pkey" => "link token",
         "mail_outbox_pkey" => "mail",
+        "roles_pkey" | "roles_tenant_name_key" => "role",
+        "audit_events_pkey" => "audit event",
         _ => return None,
     })
 }

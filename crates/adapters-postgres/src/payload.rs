@@ -60,6 +60,8 @@ pub(crate) fn encode(events: &[RevocationEvent]) -> Vec<String> {
                         format!(r#"["u","{id}","{}"]"#, status.as_str())
                     }
                     RevocationEvent::TenantStatus(id) => format!(r#"["t","{id}"]"#),
+                    RevocationEvent::RolesChanged(id) => format!(r#"["r","{id}"]"#),
+                    RevocationEvent::CatalogueChanged => r#"["c"]"#.to_owned(),
                 });
             }
             json.push_str("]}");
@@ -88,6 +90,8 @@ fn parse(payload: &str) -> Option<Vec<RevocationEvent>> {
         .map(|event| match event.as_slice() {
             [k, id] if k == "s" => id.parse().ok().map(RevocationEvent::SessionRevoked),
             [k, id] if k == "t" => id.parse().ok().map(RevocationEvent::TenantStatus),
+            [k, id] if k == "r" => id.parse().ok().map(RevocationEvent::RolesChanged),
+            [k] if k == "c" => Some(RevocationEvent::CatalogueChanged),
             [k, id, status] if k == "u" => Some(RevocationEvent::UserStatus(
                 id.parse::<UserId>().ok()?,
                 UserStatus::parse(status)?,
@@ -148,17 +152,20 @@ mod tests {
             RevocationEvent::UserStatus(UserId::from_uuid(uuid(2)), UserStatus::Disabled),
             RevocationEvent::TenantStatus(TenantId::from_uuid(uuid(3))),
             RevocationEvent::UserStatus(UserId::from_uuid(uuid(2)), UserStatus::Active),
+            RevocationEvent::RolesChanged(TenantId::from_uuid(uuid(4))),
+            RevocationEvent::CatalogueChanged,
         ];
         let payloads = encode(&events);
         assert_eq!(payloads.len(), 1);
         assert_eq!(
             payloads[0],
             format!(
-                r#"{{"v":1,"n":0,"e":[["s","{}"],["u","{}","disabled"],["t","{}"],["u","{}","active"]]}}"#,
+                r#"{{"v":1,"n":0,"e":[["s","{}"],["u","{}","disabled"],["t","{}"],["u","{}","active"],["r","{}"],["c"]]}}"#,
                 uuid(1),
                 uuid(2),
                 uuid(3),
-                uuid(2)
+                uuid(2),
+                uuid(4)
             )
         );
         let decoded = decode(&payloads[0]);

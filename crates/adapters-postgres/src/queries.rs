@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use iam_domain::{AuditActor, AuditEvent, AuditId, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
     Email, Membership, MfaChallenge, MfaEnrolment, PasswordHash, RefreshTokenHash, Session,
     SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus, Timestamp, User, UserId,
@@ -23,10 +24,12 @@ use iam_ports::{
 use uuid::Uuid;
 
 use crate::error::{Missing, OutOfRange, from_diesel, invalid};
+use crate::rows::{AuditRow, PermissionRow, RoleRow};
 use crate::rows::{
     MembershipRow, MfaChallengeRow, MfaEnrolmentRow, RecoveryCodeRow, RefreshStateRow,
     RefreshStatus, SessionRow, TenantRow, UserRow,
 };
+use crate::schema::{audit_events, permissions, platform, roles};
 use crate::schema::{
     memberships, mfa_challenges, mfa_enrolments, recovery_codes, refresh_tokens, sessions, tenants,
     users,
@@ -49,6 +52,7 @@ pub(crate) async fn insert_user(
             users::email_verified.eq(user.email_verified),
             users::created_at.eq(user.created_at),
             users::updated_at.eq(user.updated_at),
+            users::metadata.eq(serde_json::Value::Object(user.metadata.as_map().clone())),
         ))
         .execute(conn)
         .await
@@ -105,6 +109,7 @@ pub(crate) async fn update_user(conn: &mut Conn, user: &User) -> Result<Option<b
             users::display_name.eq(user.name.as_str()),
             users::status.eq(user.status.as_str()),
             users::email_verified.eq(user.email_verified),
+            users::metadata.eq(serde_json::Value::Object(user.metadata.as_map().clone())),
             users::updated_at.eq(user.updated_at),
         ))
         .execute(conn)
@@ -736,7 +741,7 @@ pub(crate) async fn purge_mfa_challenges(
     Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
-/// Three statements, meant for one REPEATABLE READ transaction so that they agree.
+/// Five statements, meant for one REPEATABLE READ transaction so that they agree.
 pub(crate) async fn revocation_snapshot(
     conn: &mut Conn,
     sessions_since: Timestamp,
@@ -769,11 +774,294 @@ pub(crate) async fn revocation_snapshot(
         .into_iter()
         .map(TenantId::from_uuid)
         .collect();
+    let custom_roles = roles::table
+        .select(RoleRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(Role::try_from)
+        .collect::<Result<_, _>>()?;
+    let permissions = registered_permissions(conn).await?;
     Ok(RevocationSnapshot {
         revoked_sessions,
         inactive_users,
         blocked_tenants,
+        custom_roles,
+        permissions,
     })
+}
+
+fn role_texts(role: &Role) -> Vec<&str> {
+    role.permissions.iter().map(|p| p.as_str()).collect()
+}
+
+pub(crate) async fn insert_role(conn: &mut Conn, role: &Role) -> Result<(), StoreError> {
+    diesel::insert_into(roles::table)
+        .values((
+            roles::id.eq(role.id.as_uuid()),
+            roles::tenant_id.eq(role.tenant.as_uuid()),
+            roles::name.eq(role.name.as_str()),
+            roles::description.eq(&role.description),
+            roles::permissions.eq(role_texts(role)),
+            roles::created_at.eq(role.created_at),
+            roles::updated_at.eq(role.updated_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn custom_roles(
+    conn: &mut Conn,
+    tenant: TenantId,
+) -> Result<Vec<Role>, StoreError> {
+    roles::table
+        .filter(roles::tenant_id.eq(tenant.as_uuid()))
+        .order(roles::name)
+        .select(RoleRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(Role::try_from)
+        .collect()
+}
+
+pub(crate) async fn custom_role(
+    conn: &mut Conn,
+    tenant: TenantId,
+    id: RoleId,
+) -> Result<Option<Role>, StoreError> {
+    roles::table
+        .filter(roles::tenant_id.eq(tenant.as_uuid()))
+        .filter(roles::id.eq(id.as_uuid()))
+        .select(RoleRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(Role::try_from)
+        .transpose()
+}
+
+/// Two statements when the name changes: the role, then the memberships holding the old name.
+pub(crate) async fn update_role(
+    conn: &mut Conn,
+    role: &Role,
+    old_name: &RoleName,
+) -> Result<bool, StoreError> {
+    let updated = diesel::update(
+        roles::table
+            .filter(roles::tenant_id.eq(role.tenant.as_uuid()))
+            .filter(roles::id.eq(role.id.as_uuid())),
+    )
+    .set((
+        roles::name.eq(role.name.as_str()),
+        roles::description.eq(&role.description),
+        roles::permissions.eq(role_texts(role)),
+        roles::updated_at.eq(role.updated_at),
+    ))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    if &role.name != old_name {
+        replace_role_name(conn, role.tenant, old_name, Some(&role.name)).await?;
+    }
+    Ok(true)
+}
+
+/// Two statements: the role, then the memberships holding it.
+pub(crate) async fn delete_role(
+    conn: &mut Conn,
+    tenant: TenantId,
+    role: &Role,
+) -> Result<bool, StoreError> {
+    let deleted = diesel::delete(
+        roles::table
+            .filter(roles::tenant_id.eq(tenant.as_uuid()))
+            .filter(roles::id.eq(role.id.as_uuid())),
+    )
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    replace_role_name(conn, tenant, &role.name, None).await?;
+    Ok(true)
+}
+
+/// Rewrites one role name in the roles of every membership of the tenant that holds it. Rare
+/// administrative writes, so `sql_query` (not prepared once) is good enough.
+async fn replace_role_name(
+    conn: &mut Conn,
+    tenant: TenantId,
+    old: &RoleName,
+    new: Option<&RoleName>,
+) -> Result<(), StoreError> {
+    diesel::sql_query(
+        "UPDATE memberships SET roles = CASE WHEN $3::text IS NULL OR $3 = ANY(roles) \
+         THEN array_remove(roles, $2) ELSE array_replace(roles, $2, $3) END \
+         WHERE tenant_id = $1 AND $2 = ANY(roles)",
+    )
+    .bind::<sql_types::Uuid, _>(tenant.as_uuid())
+    .bind::<sql_types::Text, _>(old.as_str())
+    .bind::<sql_types::Nullable<sql_types::Text>, _>(new.map(RoleName::as_str))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn set_membership_roles(
+    conn: &mut Conn,
+    tenant: TenantId,
+    user: UserId,
+    names: &[RoleName],
+) -> Result<bool, StoreError> {
+    let names: Vec<&str> = names.iter().map(RoleName::as_str).collect();
+    let updated = diesel::update(memberships::table.find((tenant.as_uuid(), user.as_uuid())))
+        .set(memberships::roles.eq(names))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(updated > 0)
+}
+
+pub(crate) async fn count_active_holders(
+    conn: &mut Conn,
+    tenant: TenantId,
+    role: &RoleName,
+) -> Result<u64, StoreError> {
+    let n: i64 = memberships::table
+        .inner_join(users::table.on(users::id.eq(memberships::user_id)))
+        .filter(memberships::tenant_id.eq(tenant.as_uuid()))
+        .filter(memberships::roles.contains(vec![role.as_str()]))
+        .filter(users::status.eq(UserStatus::Active.as_str()))
+        .count()
+        .get_result(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(crate) async fn lock_tenant(conn: &mut Conn, tenant: TenantId) -> Result<bool, StoreError> {
+    Ok(tenants::table
+        .find(tenant.as_uuid())
+        .select(tenants::id)
+        .for_update()
+        .get_result::<Uuid>(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .is_some())
+}
+
+pub(crate) async fn register_permission(
+    conn: &mut Conn,
+    def: &PermissionDef,
+) -> Result<(), StoreError> {
+    diesel::insert_into(permissions::table)
+        .values((
+            permissions::name.eq(def.name.as_str()),
+            permissions::description.eq(&def.description),
+        ))
+        .on_conflict(permissions::name)
+        .do_update()
+        .set(permissions::description.eq(&def.description))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn registered_permissions(
+    conn: &mut Conn,
+) -> Result<Vec<PermissionDef>, StoreError> {
+    permissions::table
+        .order(permissions::name)
+        .select(PermissionRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(PermissionDef::try_from)
+        .collect()
+}
+
+pub(crate) async fn root_tenant(conn: &mut Conn) -> Result<Option<TenantId>, StoreError> {
+    Ok(platform::table
+        .select(platform::root_tenant_id)
+        .first::<Uuid>(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(TenantId::from_uuid))
+}
+
+pub(crate) async fn set_root_tenant(conn: &mut Conn, tenant: TenantId) -> Result<bool, StoreError> {
+    let inserted = diesel::insert_into(platform::table)
+        .values((
+            platform::singleton.eq(true),
+            platform::root_tenant_id.eq(tenant.as_uuid()),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(inserted > 0)
+}
+
+pub(crate) async fn append_audit(conn: &mut Conn, e: &AuditEvent) -> Result<(), StoreError> {
+    let (kind, user) = match e.actor {
+        AuditActor::User(id) => ("user", Some(id.as_uuid())),
+        AuditActor::Service => ("service", None),
+    };
+    diesel::insert_into(audit_events::table)
+        .values((
+            audit_events::id.eq(e.id.0),
+            audit_events::at.eq(e.at),
+            audit_events::actor_user_id.eq(user),
+            audit_events::actor_kind.eq(kind),
+            audit_events::tenant_id.eq(e.tenant.as_uuid()),
+            audit_events::action.eq(&e.action),
+            audit_events::target.eq(&e.target),
+            audit_events::request_id.eq(e.request_id.as_deref()),
+            audit_events::outcome.eq(e.outcome.as_str()),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn list_audit(
+    conn: &mut Conn,
+    tenant: TenantId,
+    before: Option<AuditId>,
+    limit: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut query = audit_events::table
+        .filter(audit_events::tenant_id.eq(tenant.as_uuid()))
+        .order(audit_events::id.desc())
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .select(AuditRow::as_select())
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(audit_events::id.lt(before.0));
+    }
+    query
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(AuditEvent::try_from)
+        .collect()
 }
 
 /// Spends a live, unexpired token of a family that is not revoked and inserts its successor in
@@ -878,7 +1166,7 @@ impl QueryFragment<Pg> for RefreshSession {
             "SELECT outcome, s_id, s_id, s_user_id, s_tenant_id, s_amr, s_auth_time, s_created_at, \
              s_revoked_at, \
              u_id, u_email, u_display_name, NULL::text, u_status, u_email_verified, \
-             u_created_at, u_updated_at, \
+             u_created_at, u_updated_at, u_metadata, \
              m_tenant_id, m_user_id, m_roles, m_created_at, \
              t_id, t_name, t_parent_id, t_owner_id, t_status, t_created_at, t_updated_at \
              FROM iam_refresh_session(",

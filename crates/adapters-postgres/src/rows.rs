@@ -4,6 +4,10 @@
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use iam_domain::{
+    AuditActor, AuditEvent, AuditId, AuditOutcome, Metadata, Permission, PermissionDef, Role,
+    RoleId,
+};
+use iam_domain::{
     DisplayName, Email, KeyId, LinkKind, LinkToken, MailId, MailMessage, Membership, MfaChallenge,
     MfaEnrolment, PasswordHash, QueuedMail, RoleName, Session, SessionId, StoredRecoveryCode,
     Tenant, TenantId, TenantName, TenantStatus, Timestamp, User, UserId, UserStatus,
@@ -12,6 +16,7 @@ use iam_ports::{StoreError, StoredKey, UserRecord};
 use uuid::Uuid;
 
 use crate::error::invalid;
+use crate::schema::{audit_events, permissions, roles};
 use crate::schema::{
     link_tokens, mail_outbox, memberships, mfa_challenges, mfa_enrolments, recovery_codes,
     sessions, signing_keys, tenants, users,
@@ -28,6 +33,7 @@ pub(crate) struct UserRow {
     pub email_verified: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    pub metadata: serde_json::Value,
 }
 
 impl TryFrom<UserRow> for UserRecord {
@@ -41,6 +47,7 @@ impl TryFrom<UserRow> for UserRecord {
                 .map_err(|_| invalid("users", "display_name"))?,
             status: UserStatus::parse(&row.status).ok_or_else(|| invalid("users", "status"))?,
             email_verified: row.email_verified,
+            metadata: Metadata::parse(row.metadata).map_err(|_| invalid("users", "metadata"))?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         };
@@ -364,6 +371,7 @@ mod tests {
             email_verified: true,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
+            metadata: serde_json::json!({}),
         }
     }
 
@@ -548,5 +556,95 @@ mod tests {
             QueuedMail::try_from(mail),
             Err(StoreError::Unexpected(_))
         ));
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = roles, check_for_backend(Pg))]
+pub(crate) struct RoleRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub permissions: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl TryFrom<RoleRow> for Role {
+    type Error = StoreError;
+
+    fn try_from(row: RoleRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: RoleId::from_uuid(row.id),
+            tenant: TenantId::from_uuid(row.tenant_id),
+            name: RoleName::parse(&row.name).ok_or_else(|| invalid("roles", "name"))?,
+            description: row.description,
+            system: None,
+            permissions: row
+                .permissions
+                .iter()
+                .map(|p| Permission::parse(p).map_err(|_| invalid("roles", "permissions")))
+                .collect::<Result<_, _>>()?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = permissions, check_for_backend(Pg))]
+pub(crate) struct PermissionRow {
+    pub name: String,
+    pub description: String,
+}
+
+impl TryFrom<PermissionRow> for PermissionDef {
+    type Error = StoreError;
+
+    fn try_from(row: PermissionRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            name: Permission::parse_external(&row.name)
+                .map_err(|_| invalid("permissions", "name"))?,
+            description: row.description,
+            builtin: false,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = audit_events, check_for_backend(Pg))]
+pub(crate) struct AuditRow {
+    pub id: Uuid,
+    pub at: Timestamp,
+    pub actor_user_id: Option<Uuid>,
+    pub actor_kind: String,
+    pub tenant_id: Uuid,
+    pub action: String,
+    pub target: String,
+    pub request_id: Option<String>,
+    pub outcome: String,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        let actor = match (row.actor_kind.as_str(), row.actor_user_id) {
+            ("user", Some(id)) => AuditActor::User(UserId::from_uuid(id)),
+            ("service", None) => AuditActor::Service,
+            _ => return Err(invalid("audit_events", "actor_kind")),
+        };
+        Ok(Self {
+            id: AuditId(row.id),
+            at: row.at,
+            actor,
+            tenant: TenantId::from_uuid(row.tenant_id),
+            action: row.action,
+            target: row.target,
+            request_id: row.request_id,
+            outcome: AuditOutcome::parse(&row.outcome)
+                .ok_or_else(|| invalid("audit_events", "outcome"))?,
+        })
     }
 }

@@ -10,6 +10,7 @@ diesel::table! {
         email_verified -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        metadata -> Jsonb,
     }
 }
 
@@ -137,5 +138,46 @@ diesel::table! {
         attempts -> Integer,
         sent_at -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    roles (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        name -> Text,
+        description -> Text,
+        permissions -> Array<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    permissions (name) {
+        name -> Text,
+        description -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    platform (singleton) {
+        singleton -> Bool,
+        root_tenant_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Uuid,
+        at -> Timestamptz,
+        actor_user_id -> Nullable<Uuid>,
+        actor_kind -> Text,
+        tenant_id -> Uuid,
+        action -> Text,
+        target -> Text,
+        request_id -> Nullable<Text>,
+        outcome -> Text,
     }
 }

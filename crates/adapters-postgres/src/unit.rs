@@ -13,11 +13,13 @@
 
 use async_trait::async_trait;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+use iam_domain::{AuditEvent, AuditId, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
     Email, LinkKind, LinkToken, MailMessage, Membership, MfaChallenge, MfaEnrolment, PasswordHash,
     RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus,
     Timestamp, User, UserId,
 };
+use iam_ports::{AuditRepo, RbacRepo};
 use iam_ports::{
     MailRepo, MfaRepo, NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError,
     TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
@@ -403,6 +405,118 @@ impl MailRepo for PgUnit {
     async fn enqueue_mail(&mut self, message: &MailMessage) -> Result<(), StoreError> {
         let conn = self.enter()?;
         let result = mail::enqueue_mail(conn, message).await;
+        self.leave(result)
+    }
+}
+
+#[async_trait]
+impl RbacRepo for PgUnit {
+    async fn insert_role(&mut self, role: &Role) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_role(conn, role).await;
+        let result = self.leave(result);
+        if result.is_ok() {
+            self.events.push(RevocationEvent::RolesChanged(role.tenant));
+        }
+        result
+    }
+    async fn custom_roles(&mut self, tenant: TenantId) -> Result<Vec<Role>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::custom_roles(conn, tenant).await;
+        self.leave(result)
+    }
+    async fn custom_role(
+        &mut self,
+        tenant: TenantId,
+        id: RoleId,
+    ) -> Result<Option<Role>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::custom_role(conn, tenant, id).await;
+        self.leave(result)
+    }
+    async fn update_role(&mut self, role: &Role, old_name: &RoleName) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::update_role(conn, role, old_name).await;
+        let result = self.leave(result);
+        if result.is_ok() {
+            self.events.push(RevocationEvent::RolesChanged(role.tenant));
+        }
+        result
+    }
+    async fn delete_role(&mut self, tenant: TenantId, role: &Role) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::delete_role(conn, tenant, role).await;
+        let result = self.leave(result);
+        if result.is_ok() {
+            self.events.push(RevocationEvent::RolesChanged(tenant));
+        }
+        result
+    }
+    async fn set_membership_roles(
+        &mut self,
+        tenant: TenantId,
+        user: UserId,
+        roles: &[RoleName],
+    ) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::set_membership_roles(conn, tenant, user, roles).await;
+        self.leave(result)
+    }
+    async fn count_active_holders(
+        &mut self,
+        tenant: TenantId,
+        role: &RoleName,
+    ) -> Result<u64, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::count_active_holders(conn, tenant, role).await;
+        self.leave(result)
+    }
+    async fn lock_tenant(&mut self, tenant: TenantId) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::lock_tenant(conn, tenant).await;
+        self.leave(result)
+    }
+    async fn register_permission(&mut self, def: &PermissionDef) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::register_permission(conn, def).await;
+        let result = self.leave(result);
+        if result.is_ok() {
+            self.events.push(RevocationEvent::CatalogueChanged);
+        }
+        result
+    }
+    async fn registered_permissions(&mut self) -> Result<Vec<PermissionDef>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::registered_permissions(conn).await;
+        self.leave(result)
+    }
+    async fn root_tenant(&mut self) -> Result<Option<TenantId>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::root_tenant(conn).await;
+        self.leave(result)
+    }
+    async fn set_root_tenant(&mut self, tenant: TenantId) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::set_root_tenant(conn, tenant).await;
+        self.leave(result)
+    }
+}
+
+#[async_trait]
+impl AuditRepo for PgUnit {
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::append_audit(conn, event).await;
+        self.leave(result)
+    }
+    async fn list_audit(
+        &mut self,
+        tenant: TenantId,
+        before: Option<AuditId>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::list_audit(conn, tenant, before, limit).await;
         self.leave(result)
     }
 }

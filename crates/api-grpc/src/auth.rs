@@ -69,8 +69,9 @@ fn reason(r: Unauthenticated) -> pb::RejectionReason {
     }
 }
 
-fn claims(c: &AccessClaims) -> pb::Claims {
+fn claims(c: &AccessClaims, permissions: Vec<String>) -> pb::Claims {
     pb::Claims {
+        permissions,
         sub: c.sub.to_string(),
         tenant_id: c.tenant_id.to_string(),
         roles: c.roles.clone(),
@@ -177,7 +178,13 @@ impl auth_service_server::AuthService for Auth {
                 valid: true,
                 reason: pb::RejectionReason::Unspecified.into(),
                 reason_code: String::new(),
-                claims: Some(claims(&valid)),
+                claims: Some(claims(
+                    &valid,
+                    self.auth
+                        .validator()
+                        .view()
+                        .permissions(valid.tenant_id, &valid.roles),
+                )),
             },
             Err(r) => pb::ValidateTokenResponse {
                 valid: false,

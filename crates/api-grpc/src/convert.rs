@@ -53,7 +53,62 @@ pub fn user(u: &User) -> pb::User {
         email_verified: u.email_verified,
         created_at: Some(timestamp(u.created_at)),
         updated_at: Some(timestamp(u.updated_at)),
+        metadata: Some(json_to_struct(u.metadata.as_map())),
     }
+}
+
+/// A protobuf `Value` as JSON (a non-finite number becomes null: JSON has none).
+pub fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
+        }
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+    }
+}
+
+/// A protobuf `Struct` as a JSON object.
+pub fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
+}
+
+/// The wire form of a timestamp.
+pub fn ts(t: Timestamp) -> prost_types::Timestamp {
+    timestamp(t)
+}
+
+/// The wire form of a role.
+pub fn role(r: &iam_domain::Role) -> pb::Role {
+    pb::Role {
+        id: r.id.to_string(),
+        tenant_id: r.tenant.to_string(),
+        name: r.name.as_str().to_owned(),
+        description: r.description.clone(),
+        system: r.system.is_some(),
+        permissions: r
+            .permissions
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+    }
+}
+
+/// Parses a required role id.
+pub fn role_id(field: &str, value: &str) -> Result<iam_domain::RoleId, Status> {
+    value.parse().map_err(|_| invalid(field, "must be a UUID"))
 }
 
 /// A JSON value as a protobuf `Value`.

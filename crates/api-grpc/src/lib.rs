@@ -13,7 +13,7 @@ mod users;
 
 use std::sync::Arc;
 
-use iam_application::{AuthService, TenantService, TrustedProxies, UserService};
+use iam_application::{AuthService, RbacService, TenantService, TrustedProxies, UserService};
 
 pub use credential::ServiceCredentials;
 
@@ -31,6 +31,7 @@ pub mod pb {
 pub struct GrpcState {
     pub auth: Arc<AuthService>,
     pub users: Arc<UserService>,
+    pub rbac: Arc<RbacService>,
     pub tenants: Arc<TenantService>,
     /// Credentials that IamService and TenantHierarchyService require in
     /// `authorization: Bearer …` metadata.
@@ -76,7 +77,7 @@ pub async fn routes(state: GrpcState) -> Result<tonic::service::Routes, RoutesEr
             state.trusted_proxies.clone(),
         )))
         .add_service(IamServiceServer::with_interceptor(
-            users::Users::new(state.users.clone()),
+            users::Users::new(state.users.clone(), state.rbac.clone(), state.auth.clone()),
             move |req| check.require(req),
         ))
         .add_service(TenantHierarchyServiceServer::with_interceptor(

@@ -1,6 +1,6 @@
 //! The one place where application errors become gRPC status codes.
 
-use iam_application::{AuthError, TenantError, UserError};
+use iam_application::{AdminError, AuthError, TenantError};
 use tonic::{Code, Status};
 use tracing::error;
 
@@ -51,18 +51,41 @@ pub fn auth(e: AuthError) -> Status {
     }
 }
 
-/// Maps a user-management error.
-pub fn user(e: UserError) -> Status {
+/// Maps an administrative (users, roles, audit) error.
+pub fn admin(e: AdminError) -> Status {
     match e {
-        UserError::NotFound => Status::not_found("user not found"),
-        UserError::TenantNotFound => Status::not_found("tenant not found"),
-        UserError::EmailTaken => Status::already_exists("a user with this email exists"),
-        UserError::WeakPassword(weakness) => invalid("password", weakness),
-        UserError::Overloaded => {
+        AdminError::NotFound => Status::not_found("user not found"),
+        AdminError::RoleNotFound => Status::not_found("role not found"),
+        AdminError::TenantNotFound => Status::not_found("tenant not found"),
+        AdminError::Forbidden(p) => Status::permission_denied(format!("requires {p}")),
+        AdminError::Escalation => Status::permission_denied(
+            "a role may only be granted or shaped by someone holding all of its permissions",
+        ),
+        AdminError::NotRoot => {
+            Status::permission_denied("only the platform's root tenant may register permissions")
+        }
+        AdminError::EmailTaken => Status::already_exists("a user with this email exists"),
+        AdminError::RoleTaken => Status::already_exists("the tenant has a role of this name"),
+        AdminError::SystemRole => {
+            Status::failed_precondition("system roles cannot be changed or deleted")
+        }
+        AdminError::LastOwner => {
+            Status::failed_precondition("the tenant's last active owner cannot lose the owner role")
+        }
+        AdminError::NotDeleted => Status::failed_precondition("the user is not deleted"),
+        AdminError::UserDeleted => {
+            Status::failed_precondition("the user is deleted; restore them first")
+        }
+        AdminError::UnknownPermission(p) => {
+            invalid("permissions", format!("`{p}` is not in the catalogue"))
+        }
+        AdminError::InvalidMetadata(m) => invalid("metadata", m),
+        AdminError::WeakPassword(weakness) => invalid("password", weakness),
+        AdminError::Overloaded => {
             Status::resource_exhausted("password hashing is at capacity; retry shortly")
         }
-        UserError::Unavailable(ref source) => unavailable(source),
-        UserError::Internal(ref source) => internal("internal error", source.as_ref()),
+        AdminError::Unavailable(ref source) => unavailable(source),
+        AdminError::Internal(ref source) => internal("internal error", source.as_ref()),
     }
 }
 

@@ -121,3 +121,59 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(Self(state.trusted_proxies.client(peer, forwarded)))
     }
 }
+
+/// The caller of an administrative endpoint: the signed-in user behind the bearer token, with
+/// the request's id for the audit trail.
+pub struct AdminActor {
+    pub actor: iam_application::Actor,
+    /// The tenant the caller acts in: their token's.
+    pub tenant: iam_domain::TenantId,
+}
+
+impl FromRequestParts<AppState> for AdminActor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = principal(&parts.headers, state).await?;
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+            .map(str::to_owned);
+        Ok(Self {
+            tenant: principal.tenant,
+            actor: iam_application::Actor::user(principal, request_id),
+        })
+    }
+}
+
+/// Query parameters whose rejections are problem documents (400).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "The query parameters are not valid",
+                )
+                .detail(e.body_text())
+            })
+    }
+}
+
+/// A path segment that must be a UUID; anything else names no resource (404).
+pub fn path_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such resource"))
+}

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
-use iam_application::{AuthService, Flows, KeyService, MfaService, TrustedProxies};
+use iam_application::{
+    AuthService, Flows, KeyService, MfaService, RbacService, TrustedProxies, UserService,
+};
 use iam_ports::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -33,6 +35,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub mfa: Arc<MfaService>,
     pub flows: Arc<Flows>,
+    pub users: Arc<UserService>,
+    pub rbac: Arc<RbacService>,
     pub keys: Arc<KeyService>,
     pub store: Arc<dyn Store>,
     /// Proxies whose `X-Forwarded-For` names the client.
@@ -43,7 +47,7 @@ pub struct AppState {
 #[openapi(
     info(
         title = "IAM service",
-        description = "Identity and access management: accounts, sessions and tokens.",
+        description = "Identity and access management: accounts, sessions, tokens, users, roles and permissions.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     modifiers(&BearerAuth),
@@ -51,6 +55,8 @@ pub struct AppState {
         (name = "auth", description = "Registration, sign-in and sessions"),
         (name = "mfa", description = "TOTP second factor and recovery codes"),
         (name = "flows", description = "Email verification, password reset and invitations"),
+        (name = "users", description = "User management in the caller's tenant"),
+        (name = "rbac", description = "Roles, permissions, role assignment and the audit log"),
         (name = "keys", description = "Token signing keys"),
         (name = "health", description = "Liveness and readiness")
     )

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use iam_application::{AuthError, MfaError, Unauthenticated};
+use iam_application::{AdminError, AuthError, MfaError, Unauthenticated};
 use serde::Serialize;
 use tracing::error;
 use utoipa::ToSchema;
@@ -246,6 +246,72 @@ impl From<MfaError> for ApiError {
             MfaError::Overloaded => Self::from(AuthError::Overloaded),
             MfaError::Unavailable(source) => Self::from(AuthError::Unavailable(source)),
             MfaError::Internal(source) => Self::from(AuthError::Internal(source)),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        let conflict = |code: &str, title: &str| Self::new(StatusCode::CONFLICT, code, title);
+        match e {
+            AdminError::NotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                "No such user in this tenant",
+            ),
+            AdminError::RoleNotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "role_not_found",
+                "No such role in this tenant",
+            ),
+            AdminError::TenantNotFound => {
+                Self::new(StatusCode::NOT_FOUND, "tenant_not_found", "No such tenant")
+            }
+            AdminError::Forbidden(permission) => Self::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "You lack the permission this needs",
+            )
+            .detail(format!("requires {permission}")),
+            AdminError::Escalation => Self::new(
+                StatusCode::FORBIDDEN,
+                "privilege_escalation",
+                "You may only grant or shape roles whose permissions you hold yourself",
+            ),
+            AdminError::EmailTaken => conflict("email_taken", "A user with this email exists"),
+            AdminError::RoleTaken => conflict(
+                "role_taken",
+                "The tenant has a role of this name (owner, admin and member are reserved)",
+            ),
+            AdminError::SystemRole => conflict(
+                "system_role",
+                "System roles (owner, admin, member) cannot be changed or deleted",
+            ),
+            AdminError::LastOwner => conflict(
+                "last_owner",
+                "The tenant's last active owner cannot lose the owner role",
+            ),
+            AdminError::NotDeleted => conflict("not_deleted", "The user is not deleted"),
+            AdminError::UserDeleted => {
+                conflict("user_deleted", "The user is deleted; restore them first")
+            }
+            AdminError::NotRoot => Self::new(
+                StatusCode::FORBIDDEN,
+                "not_platform_root",
+                "Only the platform's root tenant may register permissions",
+            ),
+            AdminError::UnknownPermission(p) => Self::validation(vec![FieldError {
+                field: "permissions".into(),
+                message: format!("`{p}` is not in the permission catalogue"),
+            }]),
+            AdminError::InvalidMetadata(m) => Self::validation(vec![FieldError {
+                field: "metadata".into(),
+                message: m.to_string(),
+            }]),
+            AdminError::WeakPassword(w) => Self::from(AuthError::WeakPassword(w)),
+            AdminError::Overloaded => Self::from(AuthError::Overloaded),
+            AdminError::Unavailable(source) => Self::from(AuthError::Unavailable(source)),
+            AdminError::Internal(source) => Self::from(AuthError::Internal(source)),
         }
     }
 }

@@ -33,6 +33,22 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Creates the platform's root tenant and its first owner on an empty installation
+    /// (idempotent: does nothing once a root tenant exists).
+    Bootstrap {
+        /// The first owner's email; an existing account with it becomes the owner.
+        #[arg(long)]
+        email: String,
+        /// A file holding the owner's password (a trailing newline is ignored).
+        #[arg(long)]
+        password_file: PathBuf,
+        /// The owner's display name.
+        #[arg(long, default_value = "Platform owner")]
+        name: String,
+        /// The root tenant's name.
+        #[arg(long, default_value = "Platform")]
+        tenant_name: String,
+    },
     /// Prints the OpenAPI document.
     Openapi,
 }
@@ -92,8 +108,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("new active signing key: {kid}");
             Ok(())
         }
+        Command::Bootstrap {
+            email,
+            password_file,
+            name,
+            tenant_name,
+        } => bootstrap(&settings, &email, &password_file, &name, &tenant_name).await,
         Command::Openapi => Ok(()),
     }
+}
+
+async fn bootstrap(
+    settings: &Settings,
+    email: &str,
+    password_file: &std::path::Path,
+    name: &str,
+    tenant_name: &str,
+) -> anyhow::Result<()> {
+    use iam_application::{BootstrapCommand, Bootstrapped};
+    use iam_domain::{DisplayName, Email, Password, TenantName};
+    anyhow::ensure!(
+        settings.database.is_some(),
+        "`iam bootstrap` needs a database (IAM_DATABASE__URL): the in-memory store forgets \
+         everything when this command exits"
+    );
+    let raw = std::fs::read_to_string(password_file)
+        .with_context(|| format!("reading --password-file {}", password_file.display()))?;
+    let raw = raw.strip_suffix('\n').unwrap_or(&raw);
+    let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    let cmd = BootstrapCommand {
+        email: Email::parse(email).context("--email")?,
+        password: Password::new(raw).context("--password-file")?,
+        name: DisplayName::parse(name).context("--name")?,
+        tenant_name: TenantName::parse(tenant_name).context("--tenant-name")?,
+    };
+    let app = wiring::build(settings, Arc::new(SystemClock)).await?;
+    match app.rbac.bootstrap(cmd).await? {
+        Bootstrapped::Created { tenant, owner } => {
+            println!("created the root tenant {tenant} owned by user {owner}");
+        }
+        Bootstrapped::AlreadyDone { tenant } => {
+            println!("already bootstrapped: the root tenant is {tenant}; nothing changed");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

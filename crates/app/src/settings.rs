@@ -33,6 +33,18 @@ pub struct Settings {
     pub password_hashing: HashSettings,
     pub keys: KeySettings,
     pub log: LogSettings,
+    /// Other modules' permissions, registered into the catalogue at start-up.
+    pub permissions: Vec<PermissionSetting>,
+}
+
+/// A module's permission named in configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionSetting {
+    /// Namespaced, outside `iam.` (e.g. `billing.invoices.read`).
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
 }
 
 /// The REST listener.
@@ -328,6 +340,7 @@ impl Default for Settings {
             password_hashing: HashSettings::default(),
             keys: KeySettings::default(),
             log: LogSettings::default(),
+            permissions: Vec::new(),
         }
     }
 }
@@ -492,6 +505,12 @@ impl Settings {
         }
         if h.workers == Some(0) {
             return Err(invalid("password_hashing.workers", "must be at least 1"));
+        }
+        for p in &self.permissions {
+            iam_domain::Permission::parse_external(&p.name)
+                .map_err(|e| invalid("permissions", format!("`{}`: {e}", p.name)))?;
+            iam_domain::rbac::parse_description(&p.description)
+                .map_err(|e| invalid("permissions", format!("`{}`: {e}", p.name)))?;
         }
         if let Some(db) = &self.database {
             if db.url.expose_secret().is_empty() {

@@ -14,7 +14,8 @@ use iam_adapters_postgres::{PgConfig, PostgresStore};
 use iam_api_grpc::{GrpcState, ServiceCredentials};
 use iam_application::{
     AuthService, Composer, FlowPolicy, Flows, KeyService, MfaService, OutboxPolicy, OutboxWorker,
-    Ports, RevocationView, TenantService, Throttle, TokenValidator, TrustedProxies, UserService,
+    Ports, RbacService, RevocationView, TenantService, Throttle, TokenValidator, TrustedProxies,
+    UserService,
 };
 use iam_domain::{KeyId, TokenPolicy};
 use iam_ports::{
@@ -38,6 +39,7 @@ pub struct App {
     pub grpc: tonic::service::Routes,
     pub auth: Arc<AuthService>,
     pub users: Arc<UserService>,
+    pub rbac: Arc<RbacService>,
     pub tenants: Arc<TenantService>,
     pub view: Arc<RevocationView>,
     pub keys: Arc<KeyService>,
@@ -301,6 +303,22 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         view.clone(),
         settings.product_name.clone(),
     ));
+    let rbac = Arc::new(RbacService::new(ports.clone(), view.clone()));
+    let configured: Vec<iam_domain::PermissionDef> = settings
+        .permissions
+        .iter()
+        .map(|p| {
+            Ok(iam_domain::PermissionDef {
+                name: iam_domain::Permission::parse_external(&p.name)?,
+                description: p.description.trim().to_owned(),
+                builtin: false,
+            })
+        })
+        .collect::<Result<_, iam_domain::PermissionError>>()
+        .context("configuration key `permissions`")?;
+    rbac.register_configured(&configured)
+        .await
+        .context("registering the configured permissions")?;
     let tenants = Arc::new(TenantService::new(ports, view.clone()));
 
     let mut background = Vec::new();
@@ -401,6 +419,8 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         flows: flows.clone(),
         auth: auth.clone(),
         mfa: mfa.clone(),
+        users: users.clone(),
+        rbac: rbac.clone(),
         keys: keys.clone(),
         store: store.clone(),
         trusted_proxies: trusted_proxies.clone(),
@@ -408,6 +428,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
     let grpc = iam_api_grpc::routes(GrpcState {
         auth: auth.clone(),
         users: users.clone(),
+        rbac: rbac.clone(),
         tenants: tenants.clone(),
         credentials: ServiceCredentials::new(
             settings
@@ -426,6 +447,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         grpc,
         auth,
         users,
+        rbac,
         tenants,
         view,
         keys,

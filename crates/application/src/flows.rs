@@ -12,7 +12,11 @@ use iam_domain::{
 use iam_ports::{RevocationEvent, StoreError, UnitOfWork, random};
 use tracing::info;
 
+use crate::authz::{
+    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, tenant_roles,
+};
 use crate::{AuthError, AuthService, Ports, Principal, RevocationView};
+use iam_domain::rbac::covers;
 
 /// Lifetimes, links and wording of emailed flows.
 #[derive(Debug, Clone)]
@@ -390,21 +394,32 @@ impl Flows {
         Ok(())
     }
 
-    /// Checks that the caller may invite into their current tenant (an owner or admin there).
-    pub async fn may_invite(&self, inviter: &Principal) -> Result<(), FlowError> {
-        let mut uow = self.ports.store.begin().await?;
-        let membership = uow.membership(inviter.user, inviter.tenant).await?;
-        uow.commit().await?;
-        let allowed = membership.is_some_and(|m| {
-            m.roles
-                .iter()
-                .any(|r| r.as_str() == "owner" || r.as_str() == "admin")
-        });
-        if allowed {
+    /// Checks that the caller may invite into their current tenant (`iam.invitations.write`),
+    /// that the roles exist there, and that the caller holds all they grant. Says nothing of
+    /// the invitee, so it answers alike whether or not the address has an account.
+    pub async fn may_invite(&self, actor: &Actor, roles: &[RoleName]) -> Result<(), AdminError> {
+        let Caller::User(inviter) = &actor.caller else {
+            return Err(AdminError::Forbidden(Operation::Invite.permission()));
+        };
+        let tenant = inviter.tenant;
+        let result = async {
+            let mut uow = self.ports.store.begin().await?;
+            let held = authorize(&mut *uow, actor, Operation::Invite, tenant).await?;
+            let all = tenant_roles(&mut *uow, tenant).await?;
+            uow.commit().await?;
+            if let Some(missing) = roles.iter().find(|r| !all.iter().any(|t| &t.name == *r)) {
+                tracing::debug!(role = missing.as_str(), "invitation names an unknown role");
+                return Err(AdminError::RoleNotFound);
+            }
+            if !covers(&held, &grants_for(&all, roles)) {
+                return Err(AdminError::Escalation);
+            }
             Ok(())
-        } else {
-            Err(FlowError::NotAllowed)
         }
+        .await;
+        Auditor::new(self.ports.clone())
+            .finish(actor, Operation::Invite, tenant, "invitations", result)
+            .await
     }
 
     /// The work behind `POST /auth/invite`, after the answer has gone: an invitation link to
@@ -440,6 +455,17 @@ impl Flows {
             self.composer
                 .invite(self.mail_id(now), email, now, &token, tenant.name.as_str());
         self.send_link(&mut *uow, stored, message).await?;
+        let actor = Actor::user(inviter.clone(), None);
+        Auditor::new(self.ports.clone())
+            .success(
+                &mut *uow,
+                &actor,
+                Operation::Invite,
+                tenant.id,
+                "invitations",
+            )
+            .await
+            .map_err(|e| FlowError::Auth(AuthError::Internal(Box::new(e))))?;
         uow.commit().await?;
         info!(tenant.id = %tenant.id, "invitation queued");
         Ok(())

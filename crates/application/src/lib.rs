@@ -4,11 +4,13 @@
 //! arrives through `iam-ports` traits held as `Arc<dyn Port>`.
 
 pub mod auth;
+pub mod authz;
 pub mod client;
 pub mod flows;
 pub mod keys;
 pub mod mfa;
 pub mod outbox;
+pub mod rbac;
 pub mod revocation;
 pub mod tenants;
 pub mod throttle;
@@ -25,15 +27,17 @@ pub use auth::{
     AuthError, AuthService, Me, Principal, RegisterCommand, SecondFactor, SignIn, TokenPair,
     Unauthenticated,
 };
+pub use authz::{Actor, AdminError, Caller, Operation};
 pub use client::TrustedProxies;
 pub use flows::{Composer, FlowError, FlowPolicy, Flows, Joined};
 pub use keys::{KeyError, KeyService};
 pub use mfa::{Enrolment, MfaError, MfaService, RecoverySummary, StepUp};
 pub use outbox::{OutboxPolicy, OutboxWorker};
+pub use rbac::{AuditPage, BootstrapCommand, Bootstrapped, NewRole, RbacService, RoleChanges};
 pub use revocation::RevocationView;
 pub use tenants::{TenantError, TenantService, TenantStanding};
 pub use throttle::{Scope, Throttle, ThrottleError, ThrottlePolicy};
-pub use users::{NewUser, UserChanges, UserError, UserPage, UserService};
+pub use users::{NewUser, UserChanges, UserPage, UserService};
 pub use validate::TokenValidator;
 
 /// The ports every use case may need, shared by the services.

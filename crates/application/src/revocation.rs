@@ -5,7 +5,8 @@ use std::sync::{Arc, RwLock};
 
 use chrono::Duration;
 use futures::StreamExt as _;
-use iam_domain::{SessionId, TenantId, Timestamp, UserId, UserStatus};
+use iam_domain::rbac::ADMIN_PERMISSIONS;
+use iam_domain::{PermissionDef, SessionId, TenantId, Timestamp, UserId, UserStatus};
 use iam_ports::{
     Clock, FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot, StoreError,
 };
@@ -20,9 +21,26 @@ struct State {
     inactive_users: HashMap<UserId, UserStatus>,
     blocked_tenants: HashSet<TenantId>,
     inserts_since_prune: usize,
+    /// Each tenant's custom roles and what they grant, for ValidateToken's permissions.
+    custom_roles: HashMap<TenantId, HashMap<String, Arc<[String]>>>,
+    /// Every permission of the catalogue, sorted: what `owner` grants.
+    catalogue: Arc<[String]>,
 }
 
-/// Revoked sessions, inactive users and effectively blocked tenants, kept current from the
+/// The catalogue from the built-in permissions and the registered ones, sorted.
+fn catalogue(registered: &[PermissionDef]) -> Arc<[String]> {
+    let mut all: Vec<String> = PermissionDef::builtin()
+        .into_iter()
+        .chain(registered.iter().cloned())
+        .map(|d| d.name.as_str().to_owned())
+        .collect();
+    all.sort();
+    all.dedup();
+    all.into()
+}
+
+/// Revoked sessions, inactive users, effectively blocked tenants and what role names grant, kept
+/// current from the
 /// store's revocation feed (every instance's commits) and from this instance's own commits
 /// (applied at once, so a logout is honoured by the very next request).
 pub struct RevocationView {
@@ -76,6 +94,32 @@ impl RevocationView {
         Ok(())
     }
 
+    /// The effective permissions of a token's role names in its tenant: what the system roles
+    /// grant, and the custom roles as they stand now (so a role's change reaches tokens issued
+    /// before it). Sorted, without duplicates.
+    pub fn permissions(&self, tenant: TenantId, roles: &[String]) -> Vec<String> {
+        let state = self.read();
+        if roles.iter().any(|r| r == "owner") {
+            return state.catalogue.to_vec();
+        }
+        let custom = state.custom_roles.get(&tenant);
+        let mut out: Vec<String> = Vec::new();
+        for role in roles {
+            match role.as_str() {
+                "admin" => out.extend(ADMIN_PERMISSIONS.iter().map(|p| (*p).to_owned())),
+                "member" => {}
+                name => {
+                    if let Some(granted) = custom.and_then(|c| c.get(name)) {
+                        out.extend(granted.iter().cloned());
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Whether the tenant is blocked, itself or through an ancestor.
     pub fn tenant_blocked(&self, tenant: TenantId) -> bool {
         self.read().blocked_tenants.contains(&tenant)
@@ -105,7 +149,9 @@ impl RevocationView {
                 self.write().inactive_users.insert(id, status);
                 Ok(())
             }
-            RevocationEvent::TenantStatus(_) => self.refresh().await,
+            RevocationEvent::TenantStatus(_)
+            | RevocationEvent::RolesChanged(_)
+            | RevocationEvent::CatalogueChanged => self.refresh().await,
         }
     }
 
@@ -116,7 +162,22 @@ impl RevocationView {
             revoked_sessions,
             inactive_users,
             blocked_tenants,
+            custom_roles,
+            permissions,
         } = self.feed.snapshot(now - self.horizon).await?;
+        let mut roles: HashMap<TenantId, HashMap<String, Arc<[String]>>> = HashMap::new();
+        for role in custom_roles {
+            let granted: Vec<String> = role
+                .permissions
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect();
+            roles
+                .entry(role.tenant)
+                .or_default()
+                .insert(role.name.as_str().to_owned(), granted.into());
+        }
+        let catalogue = catalogue(&permissions);
         let mut state = self.write();
         // Merged, not replaced: a revoked session never comes back, and a logout applied here
         // after this snapshot was taken must not be lost to it.
@@ -125,6 +186,8 @@ impl RevocationView {
         }
         state.inactive_users = inactive_users.into_iter().collect();
         state.blocked_tenants = blocked_tenants.into_iter().collect();
+        state.custom_roles = roles;
+        state.catalogue = catalogue;
         state.inserts_since_prune = 0;
         Ok(())
     }

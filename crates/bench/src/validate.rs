@@ -123,6 +123,15 @@ fn valid_answer(c: &iam_domain::AccessClaims) -> pb::ValidateTokenResponse {
             jti: c.jti.to_string(),
             amr: c.amr.clone(),
             custom: None,
+            // As many as the service resolves for an owner: the whole built-in catalogue.
+            permissions: if c.roles.iter().any(|r| r == "owner") {
+                iam_domain::rbac::IAM_PERMISSIONS
+                    .iter()
+                    .map(|(p, _)| (*p).to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }),
     }
 }

@@ -88,7 +88,7 @@ impl Tenant {
 /// A role's name as carried in the access token's `roles` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RoleName(String);
+pub struct RoleName(pub(crate) String);
 
 impl RoleName {
     /// The role every tenant's owner holds.

@@ -20,8 +20,8 @@ pub use keys::{KeyStore, StoredKey};
 pub use mail::{MailError, MailQueue, Mailer};
 pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
 pub use store::{
-    MailRepo, MfaRepo, NewRefreshToken, Refreshed, Rotation, SessionRepo, Standing, Store,
-    StoreError, TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
+    AuditRepo, MailRepo, MfaRepo, NewRefreshToken, RbacRepo, Refreshed, Rotation, SessionRepo,
+    Standing, Store, StoreError, TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 pub use system::{Clock, Rng, random};
 pub use throttle::ThrottleStore;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use iam_domain::{SessionId, TenantId, Timestamp, UserId, UserStatus};
+use iam_domain::{PermissionDef, Role, SessionId, TenantId, Timestamp, UserId, UserStatus};
 
 use crate::StoreError;
 
@@ -16,6 +16,11 @@ pub enum RevocationEvent {
     UserStatus(UserId, UserStatus),
     /// A tenant's own status changed; effective statuses of its subtree may have changed too.
     TenantStatus(TenantId),
+    /// A custom role of the tenant was created, changed or deleted: permissions that tokens'
+    /// role names resolve to may have changed.
+    RolesChanged(TenantId),
+    /// A module registered a permission (owners hold every permission of the catalogue).
+    CatalogueChanged,
 }
 
 /// What a subscriber receives.
@@ -26,7 +31,7 @@ pub enum FeedMessage {
     Resync,
 }
 
-/// The current state of everything that revokes tokens.
+/// The current state of everything that revokes tokens, and of what their role names grant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationSnapshot {
     /// Sessions revoked at or after the requested cutoff.
@@ -35,6 +40,10 @@ pub struct RevocationSnapshot {
     pub inactive_users: Vec<(UserId, UserStatus)>,
     /// Every tenant whose effective status is blocked: blocked itself or below a blocked one.
     pub blocked_tenants: Vec<TenantId>,
+    /// Every tenant's custom roles (system roles are the domain's).
+    pub custom_roles: Vec<Role>,
+    /// Every permission registered by a module.
+    pub permissions: Vec<PermissionDef>,
 }
 
 /// Publishes committed revocations to every instance sharing the store. Events are emitted by the

@@ -7,6 +7,7 @@
 //! aborted by a failed statement), so a use case that expects a `Conflict` ends the unit there.
 
 use async_trait::async_trait;
+use iam_domain::{AuditEvent, AuditId, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
     Email, LinkKind, LinkToken, MailMessage, Membership, MfaChallenge, MfaEnrolment, PasswordHash,
     RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus,
@@ -106,7 +107,7 @@ pub trait UserRepo: Send {
     /// Looks a user up by id.
     async fn user_by_id(&mut self, id: UserId) -> Result<Option<User>, StoreError>;
 
-    /// Stores a user's mutable fields (name, status, email_verified, updated_at); `false` if no
+    /// Stores a user's mutable fields (name, status, email_verified, metadata, updated_at); `false` if no
     /// such user. A status change is published on the revocation feed at commit.
     async fn update_user(&mut self, user: &User) -> Result<bool, StoreError>;
 
@@ -281,9 +282,84 @@ pub trait MailRepo: Send {
     async fn enqueue_mail(&mut self, message: &MailMessage) -> Result<(), StoreError>;
 }
 
+/// Custom roles, role assignments, the permission catalogue and the platform's root tenant.
+/// System roles are the domain's ([`Role::system_roles`]) and never stored.
+#[async_trait]
+pub trait RbacRepo: Send {
+    /// Stores a custom role; `Conflict("role")` if the tenant has one of that name.
+    async fn insert_role(&mut self, role: &Role) -> Result<(), StoreError>;
+
+    /// The tenant's custom roles by name.
+    async fn custom_roles(&mut self, tenant: TenantId) -> Result<Vec<Role>, StoreError>;
+
+    /// One custom role of the tenant.
+    async fn custom_role(
+        &mut self,
+        tenant: TenantId,
+        id: RoleId,
+    ) -> Result<Option<Role>, StoreError>;
+
+    /// Stores a custom role's name, description, permissions and updated_at; a new name is
+    /// carried into every membership of the tenant holding the old one. `Conflict("role")` if
+    /// the new name is taken; `false` if no such role. Published on the feed at commit.
+    async fn update_role(&mut self, role: &Role, old_name: &RoleName) -> Result<bool, StoreError>;
+
+    /// Deletes a custom role and takes it from every member of the tenant; `false` if no such
+    /// role. Published on the feed at commit.
+    async fn delete_role(&mut self, tenant: TenantId, role: &Role) -> Result<bool, StoreError>;
+
+    /// Replaces the roles of a membership; `false` if the user is not a member.
+    async fn set_membership_roles(
+        &mut self,
+        tenant: TenantId,
+        user: UserId,
+        roles: &[RoleName],
+    ) -> Result<bool, StoreError>;
+
+    /// How many active users of the tenant hold the role.
+    async fn count_active_holders(
+        &mut self,
+        tenant: TenantId,
+        role: &RoleName,
+    ) -> Result<u64, StoreError>;
+
+    /// Locks the tenant's row until the unit ends, so that checks over its members (the last
+    /// owner) cannot race; `false` if no such tenant.
+    async fn lock_tenant(&mut self, tenant: TenantId) -> Result<bool, StoreError>;
+
+    /// Registers a module's permission, or updates its description. Published at commit.
+    async fn register_permission(&mut self, def: &PermissionDef) -> Result<(), StoreError>;
+
+    /// Every permission registered by a module (the built-in ones are the domain's).
+    async fn registered_permissions(&mut self) -> Result<Vec<PermissionDef>, StoreError>;
+
+    /// The platform's root tenant, once bootstrapped.
+    async fn root_tenant(&mut self) -> Result<Option<TenantId>, StoreError>;
+
+    /// Records the root tenant; `false` (and no change) if one is recorded already.
+    async fn set_root_tenant(&mut self, tenant: TenantId) -> Result<bool, StoreError>;
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditRepo: Send {
+    /// Appends an event.
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// The tenant's events, newest first, starting before `before`, at most `limit`.
+    async fn list_audit(
+        &mut self,
+        tenant: TenantId,
+        before: Option<AuditId>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
 /// One atomic unit of work over every repository.
 #[async_trait]
-pub trait UnitOfWork: UserRepo + TenantRepo + SessionRepo + MfaRepo + MailRepo {
+pub trait UnitOfWork:
+    UserRepo + TenantRepo + SessionRepo + MfaRepo + MailRepo + RbacRepo + AuditRepo
+{
     /// Makes every write of this unit visible at once.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Fields;
 use crate::AppState;
-use crate::extract::{ApiJson, Authenticated, ClientIp};
+use crate::extract::{AdminActor, ApiJson, ClientIp};
 use crate::problem::{ApiError, FieldError, Problem};
 
 /// An address to send a link to.
@@ -194,7 +194,8 @@ pub struct InviteRequest {
     request_body = InviteRequest,
     responses(
         (status = 202, description = "Accepted, whether or not the address has an account", body = Queued),
-        (status = 403, description = "Not an owner or admin of the tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Requires iam.invitations.write (and every permission of the roles given)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A role is not the tenant's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests for this address or from this client", body = Problem, content_type = "application/problem+json"),
     )
@@ -202,7 +203,7 @@ pub struct InviteRequest {
 pub async fn invite(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
-    Authenticated(principal): Authenticated,
+    admin: AdminActor,
     ApiJson(body): ApiJson<InviteRequest>,
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
     let mut fields = Fields::default();
@@ -219,7 +220,10 @@ pub async fn invite(
         .collect();
     fields.finish()?;
     let email = email.ok_or_else(|| ApiError::validation(Vec::new()))?;
-    state.flows.may_invite(&principal).await?;
+    state.flows.may_invite(&admin.actor, &roles).await?;
+    let iam_application::Caller::User(principal) = admin.actor.caller else {
+        return Err(ApiError::unauthenticated(None));
+    };
     state.flows.admit(&email, client).await?;
     let flows = state.flows.clone();
     after_answer("invitation", async move {

@@ -4,6 +4,8 @@ mod auth;
 mod flows;
 mod meta;
 mod mfa;
+mod rbac;
+mod users;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +33,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mfa::recovery))
         .routes(routes!(mfa::recovery_codes))
         .routes(routes!(mfa::regenerate))
+        .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(users::restore_user))
+        .routes(routes!(users::assign_role))
+        .routes(routes!(users::unassign_role))
+        .routes(routes!(rbac::create_role, rbac::list_roles))
+        .routes(routes!(
+            rbac::get_role,
+            rbac::update_role,
+            rbac::delete_role
+        ))
+        .routes(routes!(rbac::list_permissions, rbac::register_permission))
+        .routes(routes!(rbac::list_audit_events))
         .routes(routes!(meta::jwks))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
@@ -38,7 +57,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Collects field errors so that one answer lists every invalid field.
 #[derive(Default)]
-struct Fields(Vec<FieldError>);
+pub(crate) struct Fields(Vec<FieldError>);
 
 impl Fields {
     fn check<T, E: std::fmt::Display>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {

@@ -11,6 +11,21 @@ use crate::support::{
     Backend, PASSWORD, TestApp, new_master_key, spawn, spawn_second, spawn_with, test_settings,
 };
 
+/// Another owner for the tenant, so that its first one may be disabled or deleted.
+async fn add_owner(app: &TestApp, tenant_id: &str) {
+    rpc::iam(app)
+        .await
+        .create_user(pb::CreateUserRequest {
+            tenant_id: tenant_id.to_owned(),
+            email: format!("co-owner-{}@example.com", uuid::Uuid::new_v4()),
+            name: "Co-owner".into(),
+            roles: vec!["owner".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("second owner");
+}
+
 pub async fn grpc_login(app: &TestApp, email: &str) -> pb::TokenResponse {
     match rpc::auth(app)
         .await
@@ -198,7 +213,8 @@ async fn every_rejection_reason() {
         .expect("unblock");
     assert!(rpc::validate(&app, &fresh.access_token).await.valid);
 
-    // User disabled through IamService.
+    // User disabled through IamService (a second owner keeps the tenant administrable).
+    add_owner(&app, &fresh.tenant_id).await;
     let user = rpc::validate(&app, &fresh.access_token)
         .await
         .claims
@@ -211,6 +227,7 @@ async fn every_rejection_reason() {
             user_id: user,
             name: None,
             status: Some(pb::UserStatus::Disabled.into()),
+            metadata: None,
         })
         .await
         .expect("disable");
@@ -302,6 +319,7 @@ async fn user_management_rpcs() {
                 name: format!("User {n}"),
                 password: PASSWORD.into(),
                 roles: vec![],
+                metadata: None,
             })
             .await
             .expect("create")
@@ -328,6 +346,7 @@ async fn user_management_rpcs() {
             name: "Weak".into(),
             password: "short".into(),
             roles: vec![],
+            metadata: None,
         })
         .await
         .expect_err("weak password");
@@ -409,6 +428,7 @@ async fn user_management_rpcs() {
             user_id: created[0].id.clone(),
             name: Some("Renamed".into()),
             status: None,
+            metadata: None,
         })
         .await
         .expect("update")
@@ -610,6 +630,7 @@ async fn a_second_instance_sees_revocations_within_a_second() {
     })
     .await;
 
+    add_owner(&a, &two.tenant_id).await;
     let user = rpc::validate(&b, &two.access_token)
         .await
         .claims

@@ -5,14 +5,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Duration;
 use iam_application::{
-    AuthError, NewUser, RevocationView, TenantError, TokenValidator, Unauthenticated, UserChanges,
-    UserError,
+    AdminError, AuthError, NewUser, RevocationView, TenantError, TokenValidator, Unauthenticated,
+    UserChanges,
 };
 use iam_domain::{
     AccessClaims, DisplayName, Email, KeyId, Password, Tenant, TenantId, TenantName, TenantStatus,
     UserStatus,
 };
 use iam_ports::{KeyMaterial, SignError, Store as _, TokenRejection, TokenSigner, UserFilter};
+
+fn svc() -> iam_application::Actor {
+    iam_application::Actor::service(None)
+}
 
 use crate::support::{CLIENT, Harness, PASSWORD, policy, start};
 
@@ -27,6 +31,7 @@ fn new_user(email: &str) -> NewUser {
         name: DisplayName::parse("Grace").expect("name"),
         password: Some(Password::new(PASSWORD).expect("password")),
         roles: vec![],
+        metadata: Default::default(),
     }
 }
 
@@ -39,21 +44,22 @@ async fn users_are_created_listed_and_scoped_to_their_tenant() {
     for n in 0..5 {
         created.push(
             h.users
-                .create(t, new_user(&format!("u{n}@example.com")))
+                .create(&svc(), t, new_user(&format!("u{n}@example.com")))
                 .await
                 .expect("create"),
         );
     }
-    let r = h.users.create(t, new_user("u0@example.com")).await;
-    assert!(matches!(r, Err(UserError::EmailTaken)), "{r:?}");
+    let r = h.users.create(&svc(), t, new_user("u0@example.com")).await;
+    assert!(matches!(r, Err(AdminError::EmailTaken)), "{r:?}");
     let r = h
         .users
         .create(
+            &svc(),
             TenantId::new_v7(start(), [1; 10]),
             new_user("x@example.com"),
         )
         .await;
-    assert!(matches!(r, Err(UserError::TenantNotFound)), "{r:?}");
+    assert!(matches!(r, Err(AdminError::TenantNotFound)), "{r:?}");
 
     // The new user can sign in, as a member.
     let pair = h.login("u3@example.com", PASSWORD).await.expect("login");
@@ -61,11 +67,11 @@ async fn users_are_created_listed_and_scoped_to_their_tenant() {
     let principal = h.auth.authenticate(&pair.access_token).await.expect("auth");
     assert_eq!(principal.roles, vec!["member"]);
 
-    let got = h.users.get(t, created[1].id).await.expect("get");
+    let got = h.users.get(&svc(), t, created[1].id).await.expect("get");
     assert_eq!(got.email.as_str(), "u1@example.com");
-    let r = h.users.get(other, created[1].id).await;
+    let r = h.users.get(&svc(), other, created[1].id).await;
     assert!(
-        matches!(r, Err(UserError::NotFound)),
+        matches!(r, Err(AdminError::NotFound)),
         "another tenant's user is not found"
     );
 
@@ -74,7 +80,7 @@ async fn users_are_created_listed_and_scoped_to_their_tenant() {
     loop {
         let page = h
             .users
-            .list(t, &UserFilter::default(), after, 2)
+            .list(&svc(), t, &UserFilter::default(), after, 2)
             .await
             .expect("list");
         assert!(page.users.len() <= 2);
@@ -93,7 +99,7 @@ async fn disabling_deleting_and_restoring_users() {
     let t = owner_tenant(&h, "ada@example.com").await;
     let grace = h
         .users
-        .create(t, new_user("grace@example.com"))
+        .create(&svc(), t, new_user("grace@example.com"))
         .await
         .expect("create");
     let pair = h.login("grace@example.com", PASSWORD).await.expect("login");
@@ -101,9 +107,11 @@ async fn disabling_deleting_and_restoring_users() {
     let renamed = h
         .users
         .update(
+            &svc(),
             t,
             grace.id,
             UserChanges {
+                metadata: None,
                 name: Some(DisplayName::parse("G. Hopper").expect("name")),
                 status: None,
             },
@@ -118,9 +126,11 @@ async fn disabling_deleting_and_restoring_users() {
 
     h.users
         .update(
+            &svc(),
             t,
             grace.id,
             UserChanges {
+                metadata: None,
                 name: None,
                 status: Some(UserStatus::Disabled),
             },
@@ -144,21 +154,28 @@ async fn disabling_deleting_and_restoring_users() {
         Err(AuthError::InvalidCredentials)
     ));
 
-    h.users.delete(t, grace.id).await.expect("delete");
+    h.users.delete(&svc(), t, grace.id).await.expect("delete");
     assert_eq!(
-        h.users.get(t, grace.id).await.expect("kept").status,
+        h.users.get(&svc(), t, grace.id).await.expect("kept").status,
         UserStatus::Deleted
     );
 
-    h.users
+    let r = h
+        .users
         .update(
+            &svc(),
             t,
             grace.id,
             UserChanges {
+                metadata: None,
                 name: None,
                 status: Some(UserStatus::Active),
             },
         )
+        .await;
+    assert!(matches!(r, Err(AdminError::UserDeleted)), "{r:?}");
+    h.users
+        .restore(&svc(), t, grace.id)
         .await
         .expect("restore");
     let again = h

@@ -3,8 +3,12 @@
 use std::net::IpAddr;
 
 use chrono::Duration;
-use iam_application::{AuthError, NewUser, RegisterCommand, SecondFactor, UserError};
+use iam_application::{AdminError, AuthError, NewUser, RegisterCommand, SecondFactor};
 use iam_domain::{DisplayName, Email, Password, Weakness};
+
+fn svc() -> iam_application::Actor {
+    iam_application::Actor::service(None)
+}
 
 use crate::support::{CLIENT, Harness, PASSWORD};
 
@@ -224,17 +228,19 @@ async fn common_and_personal_passwords_are_refused() {
     let r = h
         .users
         .create(
+            &svc(),
             tenant,
             NewUser {
                 email: Email::parse("x@example.com").expect("email"),
                 name: DisplayName::parse("X").expect("name"),
                 password: Some(Password::new("qwertyuiop123").expect("length")),
                 roles: vec![],
+                metadata: Default::default(),
             },
         )
         .await;
     assert!(
-        matches!(r, Err(UserError::WeakPassword(Weakness::Common))),
+        matches!(r, Err(AdminError::WeakPassword(Weakness::Common))),
         "{r:?}"
     );
 }

@@ -1,0 +1,406 @@
+//! Authorisation of administrative use cases: who the caller is, which permission each operation
+//! needs, the one check every use case makes first, and the audit trail of what came of it.
+
+use iam_domain::rbac::grants_of;
+use iam_domain::{
+    AuditActor, AuditEvent, AuditId, AuditOutcome, Grants, Permission, Role, RoleName, TenantId,
+    UserId, Weakness,
+};
+use iam_ports::{BoxError, HashError, StoreError, UnitOfWork, random};
+use tracing::warn;
+
+use crate::{Ports, Principal};
+
+/// Who is calling an administrative use case.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A signed-in user, limited to what their roles in their token's tenant grant.
+    User(Box<Principal>),
+    /// A platform service presenting a service credential (gRPC) or the operator's CLI: trusted
+    /// with every operation in the tenant it names.
+    Service,
+}
+
+/// A caller and the request it came with.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub caller: Caller,
+    /// The request's `x-request-id`, carried into audit events.
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// A signed-in user.
+    pub fn user(principal: Principal, request_id: Option<String>) -> Self {
+        Self {
+            caller: Caller::User(Box::new(principal)),
+            request_id,
+        }
+    }
+
+    /// A trusted service.
+    pub fn service(request_id: Option<String>) -> Self {
+        Self {
+            caller: Caller::Service,
+            request_id,
+        }
+    }
+
+    /// The signed-in user, if a user is calling.
+    pub fn user_id(&self) -> Option<UserId> {
+        match &self.caller {
+            Caller::User(p) => Some(p.user),
+            Caller::Service => None,
+        }
+    }
+
+    fn audit_actor(&self) -> AuditActor {
+        match &self.caller {
+            Caller::User(p) => AuditActor::User(p.user),
+            Caller::Service => AuditActor::Service,
+        }
+    }
+}
+
+/// Every administrative operation, with the permission it needs. Transports name one per
+/// endpoint; the check itself is [`authorize`], so the whole policy is this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    CreateUser,
+    ListUsers,
+    GetUser,
+    UpdateUser,
+    DeleteUser,
+    RestoreUser,
+    CreateRole,
+    ListRoles,
+    GetRole,
+    UpdateRole,
+    DeleteRole,
+    AssignRole,
+    UnassignRole,
+    ListPermissions,
+    RegisterPermission,
+    ListAuditEvents,
+    Invite,
+}
+
+impl Operation {
+    /// Every operation, for matrix tests and documentation.
+    pub const ALL: [Self; 17] = [
+        Self::CreateUser,
+        Self::ListUsers,
+        Self::GetUser,
+        Self::UpdateUser,
+        Self::DeleteUser,
+        Self::RestoreUser,
+        Self::CreateRole,
+        Self::ListRoles,
+        Self::GetRole,
+        Self::UpdateRole,
+        Self::DeleteRole,
+        Self::AssignRole,
+        Self::UnassignRole,
+        Self::ListPermissions,
+        Self::RegisterPermission,
+        Self::ListAuditEvents,
+        Self::Invite,
+    ];
+
+    /// The permission the caller needs in the target tenant.
+    pub fn permission(self) -> &'static str {
+        match self {
+            Self::CreateUser | Self::UpdateUser => "iam.users.write",
+            Self::ListUsers | Self::GetUser => "iam.users.read",
+            Self::DeleteUser | Self::RestoreUser => "iam.users.delete",
+            Self::CreateRole | Self::UpdateRole | Self::DeleteRole => "iam.roles.write",
+            Self::ListRoles | Self::GetRole => "iam.roles.read",
+            Self::AssignRole | Self::UnassignRole => "iam.roles.assign",
+            Self::ListPermissions => "iam.permissions.read",
+            Self::RegisterPermission => "iam.permissions.write",
+            Self::ListAuditEvents => "iam.audit.read",
+            Self::Invite => "iam.invitations.write",
+        }
+    }
+
+    /// The audit action for a mutating operation; `None` for reads, which are not audited.
+    pub fn audit_action(self) -> Option<&'static str> {
+        Some(match self {
+            Self::CreateUser => "users.create",
+            Self::UpdateUser => "users.update",
+            Self::DeleteUser => "users.delete",
+            Self::RestoreUser => "users.restore",
+            Self::CreateRole => "roles.create",
+            Self::UpdateRole => "roles.update",
+            Self::DeleteRole => "roles.delete",
+            Self::AssignRole => "roles.assign",
+            Self::UnassignRole => "roles.unassign",
+            Self::RegisterPermission => "permissions.register",
+            Self::Invite => "invitations.create",
+            Self::ListUsers
+            | Self::GetUser
+            | Self::ListRoles
+            | Self::GetRole
+            | Self::ListPermissions
+            | Self::ListAuditEvents => return None,
+        })
+    }
+}
+
+/// Why an administrative use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such user in this tenant (a user of another tenant is "not found" too).
+    #[error("user not found")]
+    NotFound,
+    /// No such role in this tenant.
+    #[error("role not found")]
+    RoleNotFound,
+    /// No such tenant, or one the caller may not see.
+    #[error("tenant not found")]
+    TenantNotFound,
+    /// The caller lacks the permission.
+    #[error("missing permission {0}")]
+    Forbidden(&'static str),
+    /// The caller would grant more than they hold.
+    #[error("a role may only be granted or shaped by someone holding all of its permissions")]
+    Escalation,
+    #[error("a user with this email exists")]
+    EmailTaken,
+    #[error("the tenant has a role of this name")]
+    RoleTaken,
+    /// System roles cannot be changed or deleted.
+    #[error("system roles cannot be changed or deleted")]
+    SystemRole,
+    /// The operation would leave the tenant without an active owner.
+    #[error("the tenant's last owner cannot lose the owner role")]
+    LastOwner,
+    /// The user is deleted: restore them before changing them.
+    #[error("the user is deleted")]
+    UserDeleted,
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(iam_domain::MetadataError),
+    /// Registering permissions is for the platform's root tenant.
+    #[error("only the platform's root tenant may register permissions")]
+    NotRoot,
+    /// Restore of a user who is not deleted.
+    #[error("the user is not deleted")]
+    NotDeleted,
+    /// A role names a permission that is not in the catalogue.
+    #[error("unknown permission {0}")]
+    UnknownPermission(String),
+    #[error("weak password: {0}")]
+    WeakPassword(Weakness),
+    #[error("password hashing is at capacity")]
+    Overloaded,
+    #[error("service unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::Unavailable(e),
+            StoreError::Conflict("email") => Self::EmailTaken,
+            StoreError::Conflict("role") => Self::RoleTaken,
+            StoreError::Conflict(_) | StoreError::Unexpected(_) => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<HashError> for AdminError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Overloaded => Self::Overloaded,
+            HashError::Unexpected(source) => Self::Internal(source),
+        }
+    }
+}
+
+impl AdminError {
+    /// How an audit event records this failure; `None` for faults (the store may be down, and
+    /// nothing was decided).
+    fn outcome(&self) -> Option<AuditOutcome> {
+        match self {
+            Self::Forbidden(_) | Self::Escalation => Some(AuditOutcome::Denied),
+            Self::Unavailable(_) | Self::Internal(_) | Self::Overloaded => None,
+            _ => Some(AuditOutcome::Failed),
+        }
+    }
+}
+
+/// Every role of the tenant: the three system roles, then its custom roles by name.
+pub(crate) async fn tenant_roles(
+    uow: &mut dyn UnitOfWork,
+    tenant: TenantId,
+) -> Result<Vec<Role>, AdminError> {
+    let t = uow
+        .tenant(tenant)
+        .await?
+        .ok_or(AdminError::TenantNotFound)?;
+    let mut roles = Role::system_roles(tenant, t.created_at);
+    roles.extend(uow.custom_roles(tenant).await?);
+    Ok(roles)
+}
+
+/// What holding `names` in the tenant grants, given the tenant's roles.
+pub(crate) fn grants_for(roles: &[Role], names: &[RoleName]) -> Grants {
+    grants_of(roles.iter().filter(|r| names.contains(&r.name)))
+}
+
+/// The check every administrative use case makes first: the caller may perform `op` in
+/// `tenant`. Returns what the caller holds there (for "no escalation" checks).
+///
+/// A user acts only in the tenant of their token (another tenant's resources are "not found",
+/// never "forbidden", so their existence is not disclosed), with the permissions their current
+/// membership's roles grant (read now, not from the token, so a role taken away stops working
+/// at once). A service credential may do everything in the tenant it names.
+pub(crate) async fn authorize(
+    uow: &mut dyn UnitOfWork,
+    actor: &Actor,
+    op: Operation,
+    tenant: TenantId,
+) -> Result<Grants, AdminError> {
+    let principal = match &actor.caller {
+        Caller::Service => {
+            if uow.tenant(tenant).await?.is_none() {
+                return Err(AdminError::TenantNotFound);
+            }
+            return Ok(Grants::All);
+        }
+        Caller::User(p) => p,
+    };
+    if principal.tenant != tenant {
+        return Err(AdminError::TenantNotFound);
+    }
+    let held = uow
+        .membership(principal.user, tenant)
+        .await?
+        .map(|m| m.roles)
+        .unwrap_or_default();
+    let roles = tenant_roles(uow, tenant).await?;
+    let grants = grants_for(&roles, &held);
+    let needed =
+        Permission::parse(op.permission()).map_err(|e| AdminError::Internal(Box::new(e)))?;
+    if grants.allows(&needed) {
+        Ok(grants)
+    } else {
+        Err(AdminError::Forbidden(op.permission()))
+    }
+}
+
+/// Writes audit events for administrative operations.
+#[derive(Clone)]
+pub(crate) struct Auditor {
+    ports: Ports,
+}
+
+impl Auditor {
+    pub(crate) fn new(ports: Ports) -> Self {
+        Self { ports }
+    }
+
+    fn event(
+        &self,
+        actor: &Actor,
+        action: &str,
+        tenant: TenantId,
+        target: &str,
+        outcome: AuditOutcome,
+    ) -> AuditEvent {
+        let now = self.ports.clock.now();
+        let millis = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random(&*self.ports.rng))
+            .into_uuid();
+        AuditEvent {
+            id: AuditId(id),
+            at: now,
+            actor: actor.audit_actor(),
+            tenant,
+            action: action.to_owned(),
+            target: target.to_owned(),
+            request_id: actor.request_id.clone(),
+            outcome,
+        }
+    }
+
+    /// Appends the success of `op` inside the use case's own unit, so that the event commits
+    /// with the change or not at all.
+    pub(crate) async fn success(
+        &self,
+        uow: &mut dyn UnitOfWork,
+        actor: &Actor,
+        op: Operation,
+        tenant: TenantId,
+        target: &str,
+    ) -> Result<(), AdminError> {
+        if let Some(action) = op.audit_action() {
+            uow.append_audit(&self.event(actor, action, tenant, target, AuditOutcome::Success))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records how a mutating operation that failed ended (denied, or refused by a rule), in a
+    /// unit of its own: the use case's unit has rolled back. Faults are not recorded.
+    pub(crate) async fn failure(
+        &self,
+        actor: &Actor,
+        op: Operation,
+        tenant: TenantId,
+        target: &str,
+        error: &AdminError,
+    ) {
+        let (Some(action), Some(outcome)) = (op.audit_action(), error.outcome()) else {
+            return;
+        };
+        let event = self.event(actor, action, tenant, target, outcome);
+        let written = async {
+            let mut uow = self.ports.store.begin().await?;
+            // A tenant that does not exist has nowhere to keep its trail.
+            if uow.tenant(tenant).await?.is_none() {
+                return uow.rollback().await;
+            }
+            uow.append_audit(&event).await?;
+            uow.commit().await
+        }
+        .await;
+        if let Err(e) = written {
+            warn!(error = %e, action, "audit event of a failed operation could not be written");
+        }
+    }
+
+    /// Records the outcome of a finished operation that wrote nothing else (its success needs
+    /// no unit of the use case's own).
+    pub(crate) async fn finish<T>(
+        &self,
+        actor: &Actor,
+        op: Operation,
+        tenant: TenantId,
+        target: &str,
+        result: Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        if let Err(e) = &result {
+            self.failure(actor, op, tenant, target, e).await;
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_needs_a_builtin_permission() {
+        let builtin: Vec<&str> = iam_domain::rbac::IAM_PERMISSIONS
+            .iter()
+            .map(|(p, _)| *p)
+            .collect();
+        for op in Operation::ALL {
+            assert!(builtin.contains(&op.permission()), "{op:?}");
+        }
+    }
+}
