@@ -40,6 +40,8 @@ CREATE TABLE platform (
 );
 
 CREATE TABLE audit_events (
+    -- The order of appending: ids are time-ordered only to the millisecond.
+    seq           bigint      GENERATED ALWAYS AS IDENTITY,
     id            uuid        NOT NULL,
     at            timestamptz NOT NULL,
     actor_user_id uuid,
@@ -54,8 +56,8 @@ CREATE TABLE audit_events (
     CONSTRAINT audit_events_actor_check CHECK ((actor_kind = 'user') = (actor_user_id IS NOT NULL)),
     CONSTRAINT audit_events_outcome_check CHECK (outcome IN ('success', 'denied', 'failed'))
 );
--- Listing is per tenant, newest first (ids are time-ordered UUID v7).
-CREATE INDEX audit_events_tenant_id_idx ON audit_events (tenant_id, id DESC);
+-- Listing is per tenant, newest first.
+CREATE INDEX audit_events_tenant_id_idx ON audit_events (tenant_id, seq DESC);
 
 -- Append-only: an audit trail that can be edited proves nothing.
 CREATE FUNCTION iam_audit_events_immutable() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -1076,15 +1076,26 @@ impl AuditRepo for MemoryUnit {
         before: Option<AuditId>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut events: Vec<AuditEvent> = self
-            .state
-            .audit
+        // Newest first, in the order of appending; a cursor continues below its event.
+        let end = match before {
+            Some(b) => match self
+                .state
+                .audit
+                .iter()
+                .position(|e| e.id == b && e.tenant == tenant)
+            {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            None => self.state.audit.len(),
+        };
+        let events: Vec<AuditEvent> = self.state.audit[..end]
             .iter()
-            .filter(|e| e.tenant == tenant && before.is_none_or(|b| e.id < b))
+            .rev()
+            .filter(|e| e.tenant == tenant)
+            .take(limit)
             .cloned()
             .collect();
-        events.sort_by(|a, b| b.id.cmp(&a.id));
-        events.truncate(limit);
         Ok(events)
     }
 }

@@ -1040,6 +1040,7 @@ pub(crate) async fn append_audit(conn: &mut Conn, e: &AuditEvent) -> Result<(), 
     Ok(())
 }
 
+/// Two round trips with a cursor: its place in the order, then the page.
 pub(crate) async fn list_audit(
     conn: &mut Conn,
     tenant: TenantId,
@@ -1048,12 +1049,24 @@ pub(crate) async fn list_audit(
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let mut query = audit_events::table
         .filter(audit_events::tenant_id.eq(tenant.as_uuid()))
-        .order(audit_events::id.desc())
+        .order(audit_events::seq.desc())
         .limit(i64::try_from(limit).unwrap_or(i64::MAX))
         .select(AuditRow::as_select())
         .into_boxed();
     if let Some(before) = before {
-        query = query.filter(audit_events::id.lt(before.0));
+        // The cursor names an event; the page continues below its place in the append order.
+        let Some(seq) = audit_events::table
+            .filter(audit_events::tenant_id.eq(tenant.as_uuid()))
+            .filter(audit_events::id.eq(before.0))
+            .select(audit_events::seq)
+            .get_result::<i64>(conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?
+        else {
+            return Ok(Vec::new());
+        };
+        query = query.filter(audit_events::seq.lt(seq));
     }
     query
         .load(conn)

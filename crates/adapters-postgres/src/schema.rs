@@ -170,6 +170,7 @@ diesel::table! {
 
 diesel::table! {
     audit_events (id) {
+        seq -> BigInt,
         id -> Uuid,
         at -> Timestamptz,
         actor_user_id -> Nullable<Uuid>,

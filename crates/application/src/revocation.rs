@@ -57,8 +57,13 @@ const PRUNE_EVERY: usize = 1024;
 impl RevocationView {
     /// An empty view; call [`RevocationView::refresh`] (or run [`RevocationView::follow`]) to fill it.
     pub fn new(feed: Arc<dyn RevocationFeed>, clock: Arc<dyn Clock>, horizon: Duration) -> Self {
+        let state = State {
+            // Known before the first snapshot: the built-in permissions never change.
+            catalogue: catalogue(&[]),
+            ..State::default()
+        };
         Self {
-            state: RwLock::default(),
+            state: RwLock::new(state),
             feed,
             clock,
             horizon,

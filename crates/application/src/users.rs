@@ -249,10 +249,13 @@ impl UserService {
         }
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
-        authorize(&mut *uow, actor, Operation::UpdateUser, tenant).await?;
+        let held = authorize(&mut *uow, actor, Operation::UpdateUser, tenant).await?;
         let mut user = member(&mut *uow, tenant, id).await?;
         if user.status == UserStatus::Deleted {
             return Err(AdminError::UserDeleted);
+        }
+        if changes.status.is_some_and(|s| s != user.status) {
+            outranks(&mut *uow, &held, tenant, id).await?;
         }
         let old_status = user.status;
         if let Some(name) = changes.name {
@@ -331,8 +334,9 @@ impl UserService {
     ) -> Result<User, AdminError> {
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
-        authorize(&mut *uow, actor, op, tenant).await?;
+        let held = authorize(&mut *uow, actor, op, tenant).await?;
         let mut user = member(&mut *uow, tenant, id).await?;
+        outranks(&mut *uow, &held, tenant, id).await?;
         let old_status = user.status;
         match op {
             Operation::RestoreUser if old_status != UserStatus::Deleted => {
@@ -416,6 +420,27 @@ pub(crate) async fn ensure_not_last_owner(
         }
     }
     Ok(())
+}
+
+/// Refuses unless the caller holds everything the target holds in the tenant: an admin may not
+/// lock an owner out.
+async fn outranks(
+    uow: &mut dyn UnitOfWork,
+    held: &iam_domain::Grants,
+    tenant: TenantId,
+    target: UserId,
+) -> Result<(), AdminError> {
+    let theirs = uow
+        .membership(target, tenant)
+        .await?
+        .map(|m| m.roles)
+        .unwrap_or_default();
+    let roles = tenant_roles(uow, tenant).await?;
+    if covers(held, &grants_for(&roles, &theirs)) {
+        Ok(())
+    } else {
+        Err(AdminError::Escalation)
+    }
 }
 
 /// The user, if they are a member of the tenant.

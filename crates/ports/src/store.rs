@@ -346,7 +346,8 @@ pub trait AuditRepo: Send {
     /// Appends an event.
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
 
-    /// The tenant's events, newest first, starting before `before`, at most `limit`.
+    /// The tenant's events, newest first (in the order they were appended), continuing after the
+    /// event `before` (none if it is not the tenant's), at most `limit`.
     async fn list_audit(
         &mut self,
         tenant: TenantId,

@@ -1254,3 +1254,261 @@ pub async fn the_outbox_commits_with_the_unit_and_leases_claims(f: &Fixture) {
     assert_eq!(again[0].attempts, 2);
     assert_eq!(f.mail.pending().await.expect("pending"), 1);
 }
+
+fn custom_role(t: &Tenant, n: u8, name: &str, perms: &[&str]) -> iam_domain::Role {
+    iam_domain::Role {
+        id: iam_domain::RoleId::new_v7(t0(), [n; 10]),
+        tenant: t.id,
+        name: RoleName::parse(name).expect("role name"),
+        description: format!("role {n}"),
+        system: None,
+        permissions: perms
+            .iter()
+            .map(|p| iam_domain::Permission::parse(p).expect("permission"))
+            .collect(),
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+/// Custom roles are stored per tenant, unique by name, and renaming or deleting one rewrites
+/// the memberships of that tenant only; a rolled-back change leaves everything as it was.
+pub async fn custom_roles_and_assignments(f: &Fixture) {
+    let (owner, t) = seed(f).await;
+    let other_owner = user(2);
+    let other = tenant(2, &other_owner);
+    let member = user(3);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&other_owner, None).await.expect("user");
+    uow.insert_tenant(&other).await.expect("tenant");
+    add_member(&mut *uow, &t, &member).await;
+    let billing = custom_role(&t, 1, "billing", &["billing.invoices.read"]);
+    uow.insert_role(&billing).await.expect("role");
+    // The same name in another tenant is another role.
+    uow.insert_role(&custom_role(&other, 2, "billing", &[]))
+        .await
+        .expect("other tenant's role");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    let dup = uow.insert_role(&custom_role(&t, 3, "billing", &[])).await;
+    assert!(matches!(dup, Err(StoreError::Conflict("role"))), "{dup:?}");
+    drop(uow);
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.custom_roles(t.id).await.expect("roles"),
+        vec![billing.clone()]
+    );
+    assert_eq!(
+        uow.custom_role(t.id, billing.id).await.expect("role"),
+        Some(billing.clone())
+    );
+    assert_eq!(
+        uow.custom_role(other.id, billing.id).await.expect("role"),
+        None
+    );
+    let roles = vec![
+        RoleName::parse("member").expect("name"),
+        billing.name.clone(),
+    ];
+    assert!(
+        uow.set_membership_roles(t.id, member.id, &roles)
+            .await
+            .expect("set")
+    );
+    assert!(
+        !uow.set_membership_roles(other.id, member.id, &roles)
+            .await
+            .expect("not a member")
+    );
+    uow.commit().await.expect("commit");
+
+    // Rename: carried into memberships.
+    let renamed = iam_domain::Role {
+        name: RoleName::parse("finance").expect("name"),
+        permissions: [iam_domain::Permission::parse("billing.invoices.write").expect("p")].into(),
+        updated_at: t0() + Duration::seconds(5),
+        ..billing.clone()
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    assert!(
+        uow.update_role(&renamed, &billing.name)
+            .await
+            .expect("update")
+    );
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    let m = uow
+        .membership(member.id, t.id)
+        .await
+        .expect("m")
+        .expect("member");
+    assert_eq!(
+        m.roles,
+        vec![RoleName::parse("member").expect("n"), renamed.name.clone()]
+    );
+    assert_eq!(
+        uow.custom_role(t.id, billing.id).await.expect("r"),
+        Some(renamed.clone())
+    );
+
+    // Delete, rolled back: nothing changes.
+    assert!(uow.delete_role(t.id, &renamed).await.expect("delete"));
+    uow.rollback().await.expect("rollback");
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(uow.custom_roles(t.id).await.expect("roles").len(), 1);
+    // Delete, committed: taken from the members.
+    assert!(uow.delete_role(t.id, &renamed).await.expect("delete"));
+    assert!(!uow.delete_role(t.id, &renamed).await.expect("gone"));
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    let m = uow
+        .membership(member.id, t.id)
+        .await
+        .expect("m")
+        .expect("member");
+    assert_eq!(m.roles, vec![RoleName::parse("member").expect("n")]);
+    assert!(uow.custom_roles(t.id).await.expect("roles").is_empty());
+    assert_eq!(uow.custom_roles(other.id).await.expect("roles").len(), 1);
+
+    // Holders of a role are counted among active users only.
+    let owner_role = RoleName::owner();
+    assert_eq!(
+        uow.count_active_holders(t.id, &owner_role)
+            .await
+            .expect("n"),
+        1
+    );
+    assert!(uow.lock_tenant(t.id).await.expect("lock"));
+    let disabled = User {
+        status: UserStatus::Disabled,
+        ..owner.clone()
+    };
+    uow.update_user(&disabled).await.expect("disable");
+    assert_eq!(
+        uow.count_active_holders(t.id, &owner_role)
+            .await
+            .expect("n"),
+        0
+    );
+    uow.rollback().await.expect("rollback");
+}
+
+/// The catalogue keeps one entry per name (a second registration re-describes it), the root
+/// tenant is set once, and user metadata round-trips.
+pub async fn catalogue_root_tenant_and_metadata(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let def = |d: &str| iam_domain::PermissionDef {
+        name: iam_domain::Permission::parse_external("billing.invoices.read").expect("p"),
+        description: d.into(),
+        builtin: false,
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(uow.root_tenant().await.expect("root"), None);
+    uow.register_permission(&def("Read invoices"))
+        .await
+        .expect("register");
+    uow.register_permission(&def("Read all invoices"))
+        .await
+        .expect("again");
+    assert!(uow.set_root_tenant(t.id).await.expect("root"));
+    assert!(!uow.set_root_tenant(t.id).await.expect("once only"));
+    let mut changed = u.clone();
+    changed.metadata = iam_domain::Metadata::parse(serde_json::json!({
+        "plan": "pro", "seats": 5, "tags": ["a", {"b": null}]
+    }))
+    .expect("metadata");
+    uow.update_user(&changed).await.expect("update");
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.registered_permissions().await.expect("list"),
+        vec![def("Read all invoices")]
+    );
+    assert_eq!(uow.root_tenant().await.expect("root"), Some(t.id));
+    assert_eq!(
+        uow.user_by_id(u.id)
+            .await
+            .expect("user")
+            .expect("exists")
+            .metadata,
+        changed.metadata
+    );
+    uow.commit().await.expect("commit");
+    let snapshot = f.feed.snapshot(t0()).await.expect("snapshot");
+    assert_eq!(snapshot.permissions, vec![def("Read all invoices")]);
+}
+
+/// Audit events are appended, listed per tenant newest first with keyset paging, and a
+/// rolled-back unit leaves none behind.
+pub async fn audit_events_are_appended_and_paged(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let event = |n: u8, tenant: &Tenant| iam_domain::AuditEvent {
+        id: iam_domain::AuditId(
+            uuid::Builder::from_unix_timestamp_millis(1_800_000_000_000 + u64::from(n), &[n; 10])
+                .into_uuid(),
+        ),
+        at: t0() + Duration::milliseconds(i64::from(n)),
+        actor: if n % 2 == 0 {
+            iam_domain::AuditActor::User(u.id)
+        } else {
+            iam_domain::AuditActor::Service
+        },
+        tenant: tenant.id,
+        action: "users.update".into(),
+        target: format!("users/{n}"),
+        request_id: (n == 1).then(|| "req-1".to_owned()),
+        outcome: if n == 3 {
+            iam_domain::AuditOutcome::Denied
+        } else {
+            iam_domain::AuditOutcome::Success
+        },
+    };
+    let other_owner = user(2);
+    let other = tenant(2, &other_owner);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&other_owner, None).await.expect("user");
+    uow.insert_tenant(&other).await.expect("tenant");
+    for n in 1..=5 {
+        uow.append_audit(&event(n, &t)).await.expect("append");
+    }
+    uow.append_audit(&event(6, &other)).await.expect("append");
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.append_audit(&event(7, &t)).await.expect("append");
+    uow.rollback().await.expect("rollback");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    let first = uow.list_audit(t.id, None, 3).await.expect("page");
+    assert_eq!(first, vec![event(5, &t), event(4, &t), event(3, &t)]);
+    let rest = uow
+        .list_audit(t.id, Some(first[2].id), 3)
+        .await
+        .expect("page");
+    assert_eq!(rest, vec![event(2, &t), event(1, &t)]);
+    assert_eq!(
+        uow.list_audit(other.id, None, 10).await.expect("other"),
+        vec![event(6, &other)]
+    );
+}
+
+/// The snapshot carries every tenant's custom roles, and role changes are published at commit.
+pub async fn role_changes_reach_the_feed_and_snapshot(f: &Fixture) {
+    let (_, t) = seed(f).await;
+    let mut feed = f.feed.subscribe().await.expect("subscribe");
+    let role = custom_role(&t, 1, "auditor", &["iam.audit.read"]);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_role(&role).await.expect("role");
+    uow.rollback().await.expect("rollback");
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_role(&role).await.expect("role");
+    uow.commit().await.expect("commit");
+    assert_eq!(
+        next_message(&mut feed).await,
+        FeedMessage::Event(RevocationEvent::RolesChanged(t.id))
+    );
+    let snapshot = f.feed.snapshot(t0()).await.expect("snapshot");
+    assert_eq!(snapshot.custom_roles, vec![role]);
+}

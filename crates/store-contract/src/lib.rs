@@ -54,6 +54,10 @@ macro_rules! store_contract_tests {
             link_tokens_are_single_use_and_superseded,
             passwords_are_replaced,
             the_outbox_commits_with_the_unit_and_leases_claims,
+            custom_roles_and_assignments,
+            catalogue_root_tenant_and_metadata,
+            audit_events_are_appended_and_paged,
+            role_changes_reach_the_feed_and_snapshot,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

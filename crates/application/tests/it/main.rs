@@ -4,5 +4,6 @@ mod auth;
 mod keys;
 mod management;
 mod mfa;
+mod rbac;
 mod support;
 mod throttle;

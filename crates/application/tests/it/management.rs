@@ -174,10 +174,7 @@ async fn disabling_deleting_and_restoring_users() {
         )
         .await;
     assert!(matches!(r, Err(AdminError::UserDeleted)), "{r:?}");
-    h.users
-        .restore(&svc(), t, grace.id)
-        .await
-        .expect("restore");
+    h.users.restore(&svc(), t, grace.id).await.expect("restore");
     let again = h
         .login("grace@example.com", PASSWORD)
         .await

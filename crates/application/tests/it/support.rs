@@ -9,8 +9,8 @@ use iam_adapters_crypto::{
 };
 use iam_adapters_memory::{MemoryKeyStore, MemoryStore, MemoryThrottleStore};
 use iam_application::{
-    AuthService, KeyService, MfaService, Ports, RegisterCommand, RevocationView, SignIn,
-    TenantService, Throttle, ThrottlePolicy, TokenValidator, UserService,
+    AuthService, KeyService, MfaService, Ports, RbacService, RegisterCommand, RevocationView,
+    SignIn, TenantService, Throttle, ThrottlePolicy, TokenValidator, UserService,
 };
 use iam_domain::{DisplayName, Email, Password, TokenPolicy};
 
@@ -30,6 +30,7 @@ pub struct Harness {
     pub auth: AuthService,
     pub mfa: MfaService,
     pub users: UserService,
+    pub rbac: RbacService,
     pub tenants: TenantService,
     pub view: Arc<RevocationView>,
     pub keys: Arc<KeyService>,
@@ -123,11 +124,13 @@ impl Harness {
             "IAM Test".into(),
         );
         let users = UserService::new(ports.clone(), view.clone(), "IAM Test".into());
+        let rbac = RbacService::new(ports.clone(), view.clone());
         let tenants = TenantService::new(ports, view.clone());
         Self {
             auth,
             mfa,
             users,
+            rbac,
             tenants,
             view,
             keys,
