@@ -15,7 +15,7 @@ use tracing::info;
 use crate::authz::{
     Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, tenant_roles,
 };
-use crate::{AuthError, AuthService, Ports, Principal, RevocationView};
+use crate::{AuthError, AuthService, Ports, RevocationView};
 use iam_domain::rbac::covers;
 
 /// Lifetimes, links and wording of emailed flows.
@@ -426,10 +426,13 @@ impl Flows {
     /// the caller's tenant, whether or not the address has an account.
     pub async fn invite(
         &self,
-        inviter: &Principal,
+        actor: &Actor,
         email: &Email,
         roles: Vec<RoleName>,
     ) -> Result<(), FlowError> {
+        let Caller::User(inviter) = &actor.caller else {
+            return Err(FlowError::NotAllowed);
+        };
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
         let tenant = uow
@@ -455,11 +458,10 @@ impl Flows {
             self.composer
                 .invite(self.mail_id(now), email, now, &token, tenant.name.as_str());
         self.send_link(&mut *uow, stored, message).await?;
-        let actor = Actor::user(inviter.clone(), None);
         Auditor::new(self.ports.clone())
             .success(
                 &mut *uow,
-                &actor,
+                actor,
                 Operation::Invite,
                 tenant.id,
                 "invitations",

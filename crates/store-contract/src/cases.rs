@@ -1451,7 +1451,7 @@ pub async fn audit_events_are_appended_and_paged(f: &Fixture) {
                 .into_uuid(),
         ),
         at: t0() + Duration::milliseconds(i64::from(n)),
-        actor: if n % 2 == 0 {
+        actor: if n.is_multiple_of(2) {
             iam_domain::AuditActor::User(u.id)
         } else {
             iam_domain::AuditActor::Service

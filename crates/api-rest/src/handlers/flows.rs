@@ -221,13 +221,10 @@ pub async fn invite(
     fields.finish()?;
     let email = email.ok_or_else(|| ApiError::validation(Vec::new()))?;
     state.flows.may_invite(&admin.actor, &roles).await?;
-    let iam_application::Caller::User(principal) = admin.actor.caller else {
-        return Err(ApiError::unauthenticated(None));
-    };
     state.flows.admit(&email, client).await?;
     let flows = state.flows.clone();
     after_answer("invitation", async move {
-        flows.invite(&principal, &email, roles).await
+        flows.invite(&admin.actor, &email, roles).await
     });
     Ok((StatusCode::ACCEPTED, Json(QUEUED)))
 }

@@ -10,5 +10,6 @@ mod keys;
 mod load;
 mod mfa;
 mod openapi;
+mod rbac;
 mod support;
 mod throttle;
