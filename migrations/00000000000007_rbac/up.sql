@@ -12,6 +12,8 @@ CREATE TABLE roles (
     name        text        NOT NULL,
     description text        NOT NULL DEFAULT '',
     permissions text[]      NOT NULL DEFAULT '{}',
+    -- When the role got its current name: tokens older than that naming it meant another role.
+    named_at    timestamptz NOT NULL,
     created_at  timestamptz NOT NULL,
     updated_at  timestamptz NOT NULL,
     CONSTRAINT roles_pkey PRIMARY KEY (id),

@@ -804,6 +804,7 @@ pub(crate) async fn insert_role(conn: &mut Conn, role: &Role) -> Result<(), Stor
             roles::name.eq(role.name.as_str()),
             roles::description.eq(&role.description),
             roles::permissions.eq(role_texts(role)),
+            roles::named_at.eq(role.named_at),
             roles::created_at.eq(role.created_at),
             roles::updated_at.eq(role.updated_at),
         ))
@@ -861,6 +862,7 @@ pub(crate) async fn update_role(
         roles::name.eq(role.name.as_str()),
         roles::description.eq(&role.description),
         roles::permissions.eq(role_texts(role)),
+        roles::named_at.eq(role.named_at),
         roles::updated_at.eq(role.updated_at),
     ))
     .execute(conn)

@@ -567,6 +567,7 @@ pub(crate) struct RoleRow {
     pub name: String,
     pub description: String,
     pub permissions: Vec<String>,
+    pub named_at: Timestamp,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -586,6 +587,7 @@ impl TryFrom<RoleRow> for Role {
                 .iter()
                 .map(|p| Permission::parse(p).map_err(|_| invalid("roles", "permissions")))
                 .collect::<Result<_, _>>()?,
+            named_at: row.named_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

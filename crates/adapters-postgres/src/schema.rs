@@ -148,6 +148,7 @@ diesel::table! {
         name -> Text,
         description -> Text,
         permissions -> Array<Text>,
+        named_at -> Timestamptz,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
     }

@@ -180,10 +180,11 @@ impl auth_service_server::AuthService for Auth {
                 reason_code: String::new(),
                 claims: Some(claims(
                     &valid,
-                    self.auth
-                        .validator()
-                        .view()
-                        .permissions(valid.tenant_id, &valid.roles),
+                    self.auth.validator().view().permissions(
+                        valid.tenant_id,
+                        &valid.roles,
+                        valid.iat,
+                    ),
                 )),
             },
             Err(r) => pb::ValidateTokenResponse {

@@ -73,6 +73,9 @@ pub fn admin(e: AdminError) -> Status {
             Status::failed_precondition("the tenant's last active owner cannot lose the owner role")
         }
         AdminError::NotDeleted => Status::failed_precondition("the user is not deleted"),
+        AdminError::SharedUser => Status::failed_precondition(
+            "the user belongs to other tenants too; their account is not this tenant's to change",
+        ),
         AdminError::UserDeleted => {
             Status::failed_precondition("the user is deleted; restore them first")
         }

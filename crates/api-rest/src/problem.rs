@@ -292,6 +292,10 @@ impl From<AdminError> for ApiError {
                 "The tenant's last active owner cannot lose the owner role",
             ),
             AdminError::NotDeleted => conflict("not_deleted", "The user is not deleted"),
+            AdminError::SharedUser => conflict(
+                "user_in_other_tenants",
+                "The user belongs to other tenants too; their account is not this tenant's to change",
+            ),
             AdminError::UserDeleted => {
                 conflict("user_deleted", "The user is deleted; restore them first")
             }

@@ -183,6 +183,10 @@ pub enum AdminError {
     /// Registering permissions is for the platform's root tenant.
     #[error("only the platform's root tenant may register permissions")]
     NotRoot,
+    /// The user belongs to other tenants too: their account is not this tenant's alone to
+    /// change (a platform service may).
+    #[error("the user belongs to other tenants too")]
+    SharedUser,
     /// Restore of a user who is not deleted.
     #[error("the user is not deleted")]
     NotDeleted,
@@ -225,6 +229,9 @@ impl AdminError {
     fn outcome(&self) -> Option<AuditOutcome> {
         match self {
             Self::Forbidden(_) | Self::Escalation => Some(AuditOutcome::Denied),
+            // Naming a tenant one may not see leaves no trace in that tenant's trail (anyone
+            // could otherwise write into any tenant's append-only log).
+            Self::TenantNotFound => None,
             Self::Unavailable(_) | Self::Internal(_) | Self::Overloaded => None,
             _ => Some(AuditOutcome::Failed),
         }
@@ -243,6 +250,17 @@ pub(crate) async fn tenant_roles(
     let mut roles = Role::system_roles(tenant, t.created_at);
     roles.extend(uow.custom_roles(tenant).await?);
     Ok(roles)
+}
+
+/// The permission to grant roles, needed too when a user is created or invited with roles.
+pub(crate) fn assign_permission() -> Result<Permission, AdminError> {
+    Permission::parse(Operation::AssignRole.permission())
+        .map_err(|e| AdminError::Internal(Box::new(e)))
+}
+
+/// Whether `roles` is what a new member gets anyway (nothing, or just `member`).
+pub(crate) fn is_default_roles(roles: &[RoleName]) -> bool {
+    roles.iter().all(|r| r.as_str() == "member")
 }
 
 /// What holding `names` in the tenant grants, given the tenant's roles.

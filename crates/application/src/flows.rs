@@ -13,7 +13,8 @@ use iam_ports::{RevocationEvent, StoreError, UnitOfWork, random};
 use tracing::info;
 
 use crate::authz::{
-    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, tenant_roles,
+    Actor, AdminError, Auditor, Caller, Operation, assign_permission, authorize, grants_for,
+    is_default_roles, tenant_roles,
 };
 use crate::{AuthError, AuthService, Ports, RevocationView};
 use iam_domain::rbac::covers;
@@ -411,6 +412,9 @@ impl Flows {
                 tracing::debug!(role = missing.as_str(), "invitation names an unknown role");
                 return Err(AdminError::RoleNotFound);
             }
+            if !is_default_roles(roles) && !held.allows(&assign_permission()?) {
+                return Err(AdminError::Forbidden(Operation::AssignRole.permission()));
+            }
             if !covers(&held, &grants_for(&all, roles)) {
                 return Err(AdminError::Escalation);
             }
@@ -534,10 +538,25 @@ impl Flows {
             _ => return Err(FlowError::DetailsRequired),
         };
         if uow.membership(user, tenant).await?.is_none() {
+            // Only roles that still bear the name they had when the invitation was sent: a
+            // role deleted or renamed since, or a newer one that took its name, is not granted.
+            let current = tenant_roles(&mut *uow, tenant)
+                .await
+                .map_err(|e| FlowError::Auth(AuthError::Internal(Box::new(e))))?;
+            let roles = link
+                .roles
+                .iter()
+                .filter(|name| {
+                    current
+                        .iter()
+                        .any(|r| &r.name == *name && r.named_at <= link.created_at)
+                })
+                .cloned()
+                .collect();
             uow.insert_membership(&Membership {
                 tenant,
                 user,
-                roles: link.roles.clone(),
+                roles,
                 created_at: now,
             })
             .await?;

@@ -152,6 +152,7 @@ impl RbacService {
             description: new.description,
             system: None,
             permissions: new.permissions,
+            named_at: now,
             created_at: now,
             updated_at: now,
         };
@@ -204,6 +205,8 @@ impl RbacService {
     ) -> Result<Role, AdminError> {
         let mut uow = self.ports.store.begin().await?;
         let held = authorize(&mut *uow, actor, Operation::UpdateRole, tenant).await?;
+        // Role and membership writes of a tenant queue here, so none undoes another.
+        uow.lock_tenant(tenant).await?;
         let old = find_role(&mut *uow, tenant, id).await?;
         if old.system.is_some() {
             return Err(AdminError::SystemRole);
@@ -214,9 +217,13 @@ impl RbacService {
             return Err(AdminError::Escalation);
         }
         let mut role = old.clone();
+        let now = self.ports.clock.now();
         if let Some(name) = changes.name {
             if name.is_system() {
                 return Err(AdminError::RoleTaken);
+            }
+            if name != role.name {
+                role.named_at = now;
             }
             role.name = name;
         }
@@ -227,7 +234,7 @@ impl RbacService {
             self.check_permissions(&mut *uow, &held, &p).await?;
             role.permissions = p;
         }
-        role.updated_at = self.ports.clock.now();
+        role.updated_at = now;
         if !uow.update_role(&role, &old.name).await? {
             return Err(AdminError::RoleNotFound);
         }
@@ -255,6 +262,7 @@ impl RbacService {
         let result = async {
             let mut uow = self.ports.store.begin().await?;
             let held = authorize(&mut *uow, actor, Operation::DeleteRole, tenant).await?;
+            uow.lock_tenant(tenant).await?;
             let role = find_role(&mut *uow, tenant, id).await?;
             if role.system.is_some() {
                 return Err(AdminError::SystemRole);
@@ -345,6 +353,9 @@ impl RbacService {
         };
         let mut uow = self.ports.store.begin().await?;
         let held = authorize(&mut *uow, actor, op, tenant).await?;
+        // Assignments read the membership and write it back whole: serialised per tenant, so a
+        // concurrent change cannot be lost (nor a stale role name written back).
+        uow.lock_tenant(tenant).await?;
         let role = find_role(&mut *uow, tenant, role).await?;
         let membership = uow
             .membership(user, tenant)
@@ -364,7 +375,6 @@ impl RbacService {
             r
         } else {
             if role.name == RoleName::owner() {
-                uow.lock_tenant(tenant).await?;
                 let active = uow
                     .user_by_id(user)
                     .await?

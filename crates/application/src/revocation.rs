@@ -22,9 +22,16 @@ struct State {
     blocked_tenants: HashSet<TenantId>,
     inserts_since_prune: usize,
     /// Each tenant's custom roles and what they grant, for ValidateToken's permissions.
-    custom_roles: HashMap<TenantId, HashMap<String, Arc<[String]>>>,
+    custom_roles: HashMap<TenantId, HashMap<String, NamedGrant>>,
     /// Every permission of the catalogue, sorted: what `owner` grants.
     catalogue: Arc<[String]>,
+}
+
+/// What a custom role of this name grants, and since when it has the name (unix seconds).
+#[derive(Debug, Clone)]
+struct NamedGrant {
+    named_at: i64,
+    permissions: Arc<[String]>,
 }
 
 /// The catalogue from the built-in permissions and the registered ones, sorted.
@@ -101,8 +108,9 @@ impl RevocationView {
 
     /// The effective permissions of a token's role names in its tenant: what the system roles
     /// grant, and the custom roles as they stand now (so a role's change reaches tokens issued
-    /// before it). Sorted, without duplicates.
-    pub fn permissions(&self, tenant: TenantId, roles: &[String]) -> Vec<String> {
+    /// before it), except a role named after the token was issued (`issued_at`, unix seconds):
+    /// the token meant another role of that name. Sorted, without duplicates.
+    pub fn permissions(&self, tenant: TenantId, roles: &[String], issued_at: i64) -> Vec<String> {
         let state = self.read();
         if roles.iter().any(|r| r == "owner") {
             return state.catalogue.to_vec();
@@ -114,8 +122,11 @@ impl RevocationView {
                 "admin" => out.extend(ADMIN_PERMISSIONS.iter().map(|p| (*p).to_owned())),
                 "member" => {}
                 name => {
-                    if let Some(granted) = custom.and_then(|c| c.get(name)) {
-                        out.extend(granted.iter().cloned());
+                    if let Some(granted) = custom
+                        .and_then(|c| c.get(name))
+                        .filter(|g| g.named_at <= issued_at)
+                    {
+                        out.extend(granted.permissions.iter().cloned());
                     }
                 }
             }
@@ -170,17 +181,20 @@ impl RevocationView {
             custom_roles,
             permissions,
         } = self.feed.snapshot(now - self.horizon).await?;
-        let mut roles: HashMap<TenantId, HashMap<String, Arc<[String]>>> = HashMap::new();
+        let mut roles: HashMap<TenantId, HashMap<String, NamedGrant>> = HashMap::new();
         for role in custom_roles {
             let granted: Vec<String> = role
                 .permissions
                 .iter()
                 .map(|p| p.as_str().to_owned())
                 .collect();
-            roles
-                .entry(role.tenant)
-                .or_default()
-                .insert(role.name.as_str().to_owned(), granted.into());
+            roles.entry(role.tenant).or_default().insert(
+                role.name.as_str().to_owned(),
+                NamedGrant {
+                    named_at: role.named_at.timestamp(),
+                    permissions: granted.into(),
+                },
+            );
         }
         let catalogue = catalogue(&permissions);
         let mut state = self.write();

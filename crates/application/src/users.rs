@@ -11,7 +11,10 @@ use iam_domain::{
 use iam_ports::{RevocationEvent, UnitOfWork, UserFilter, random};
 use tracing::info;
 
-use crate::authz::{Actor, AdminError, Auditor, Operation, authorize, grants_for, tenant_roles};
+use crate::authz::{
+    Actor, AdminError, Auditor, Caller, Operation, assign_permission, authorize, grants_for,
+    is_default_roles, tenant_roles,
+};
 use crate::{Ports, RevocationView};
 
 /// Most users one page may hold.
@@ -135,6 +138,9 @@ impl UserService {
                 return Err(AdminError::RoleNotFound);
             }
         }
+        if !is_default_roles(&roles) && !held.allows(&assign_permission()?) {
+            return Err(AdminError::Forbidden(Operation::AssignRole.permission()));
+        }
         if !covers(&held, &grants_for(&tenant_roles, &roles)) {
             return Err(AdminError::Escalation);
         }
@@ -223,6 +229,22 @@ impl UserService {
         id: UserId,
         changes: UserChanges,
     ) -> Result<User, AdminError> {
+        if changes.status == Some(UserStatus::Deleted) {
+            // Audited (and authorised) as the delete it is.
+            let result = self
+                .set_status(
+                    actor,
+                    Operation::DeleteUser,
+                    tenant,
+                    id,
+                    UserStatus::Deleted,
+                )
+                .await;
+            return self
+                .audit
+                .finish(actor, Operation::DeleteUser, tenant, &target(id), result)
+                .await;
+        }
         let result = self.update_inner(actor, tenant, id, changes).await;
         self.audit
             .finish(actor, Operation::UpdateUser, tenant, &target(id), result)
@@ -236,17 +258,6 @@ impl UserService {
         id: UserId,
         changes: UserChanges,
     ) -> Result<User, AdminError> {
-        if changes.status == Some(UserStatus::Deleted) {
-            return self
-                .set_status(
-                    actor,
-                    Operation::DeleteUser,
-                    tenant,
-                    id,
-                    UserStatus::Deleted,
-                )
-                .await;
-        }
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
         let held = authorize(&mut *uow, actor, Operation::UpdateUser, tenant).await?;
@@ -254,9 +265,8 @@ impl UserService {
         if user.status == UserStatus::Deleted {
             return Err(AdminError::UserDeleted);
         }
-        if changes.status.is_some_and(|s| s != user.status) {
-            outranks(&mut *uow, &held, tenant, id).await?;
-        }
+        // Name, status and metadata belong to the account, not to this tenant.
+        may_manage(&mut *uow, actor, &held, tenant, id).await?;
         let old_status = user.status;
         if let Some(name) = changes.name {
             user.name = name;
@@ -336,7 +346,16 @@ impl UserService {
         let mut uow = self.ports.store.begin().await?;
         let held = authorize(&mut *uow, actor, op, tenant).await?;
         let mut user = member(&mut *uow, tenant, id).await?;
-        outranks(&mut *uow, &held, tenant, id).await?;
+        may_manage(&mut *uow, actor, &held, tenant, id).await?;
+        // A restore makes the account active again, which is a write of its status too.
+        if op == Operation::RestoreUser
+            && !held.allows(
+                &iam_domain::Permission::parse(Operation::UpdateUser.permission())
+                    .map_err(|e| AdminError::Internal(Box::new(e)))?,
+            )
+        {
+            return Err(AdminError::Forbidden(Operation::UpdateUser.permission()));
+        }
         let old_status = user.status;
         match op {
             Operation::RestoreUser if old_status != UserStatus::Deleted => {
@@ -410,7 +429,10 @@ pub(crate) async fn ensure_not_last_owner(
     user: UserId,
 ) -> Result<(), AdminError> {
     let owner = RoleName::owner();
-    for m in uow.memberships_of(user).await? {
+    let mut memberships = uow.memberships_of(user).await?;
+    // Tenants are locked in id order everywhere, so two such checks cannot deadlock.
+    memberships.sort_by_key(|m| m.tenant);
+    for m in memberships {
         if !m.roles.contains(&owner) {
             continue;
         }
@@ -422,17 +444,26 @@ pub(crate) async fn ensure_not_last_owner(
     Ok(())
 }
 
-/// Refuses unless the caller holds everything the target holds in the tenant: an admin may not
-/// lock an owner out.
-async fn outranks(
+/// Refuses a user caller the account of someone who belongs to other tenants too (their status,
+/// name and metadata are not this tenant's alone), or who holds more here than the caller does
+/// (an admin may not lock an owner out).
+async fn may_manage(
     uow: &mut dyn UnitOfWork,
+    actor: &Actor,
     held: &iam_domain::Grants,
     tenant: TenantId,
     target: UserId,
 ) -> Result<(), AdminError> {
-    let theirs = uow
-        .membership(target, tenant)
-        .await?
+    if let Caller::Service = actor.caller {
+        return Ok(());
+    }
+    let memberships = uow.memberships_of(target).await?;
+    if memberships.iter().any(|m| m.tenant != tenant) {
+        return Err(AdminError::SharedUser);
+    }
+    let theirs = memberships
+        .into_iter()
+        .find(|m| m.tenant == tenant)
         .map(|m| m.roles)
         .unwrap_or_default();
     let roles = tenant_roles(uow, tenant).await?;

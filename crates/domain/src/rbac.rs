@@ -284,6 +284,9 @@ pub struct Role {
     pub system: Option<SystemRole>,
     /// For a custom role, the permissions it holds; for a system role, what the code grants.
     pub permissions: BTreeSet<Permission>,
+    /// When the role got its current name. A token issued before then that carries the name
+    /// meant another role (deleted, or renamed away) and is granted nothing by this one.
+    pub named_at: Timestamp,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -318,6 +321,7 @@ impl Role {
             description: role.description().to_owned(),
             system: Some(role),
             permissions,
+            named_at: created_at,
             created_at,
             updated_at: created_at,
         }

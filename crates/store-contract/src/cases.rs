@@ -1266,6 +1266,7 @@ fn custom_role(t: &Tenant, n: u8, name: &str, perms: &[&str]) -> iam_domain::Rol
             .iter()
             .map(|p| iam_domain::Permission::parse(p).expect("permission"))
             .collect(),
+        named_at: t0(),
         created_at: t0(),
         updated_at: t0(),
     }
@@ -1328,6 +1329,7 @@ pub async fn custom_roles_and_assignments(f: &Fixture) {
     let renamed = iam_domain::Role {
         name: RoleName::parse("finance").expect("name"),
         permissions: [iam_domain::Permission::parse("billing.invoices.write").expect("p")].into(),
+        named_at: t0() + Duration::seconds(5),
         updated_at: t0() + Duration::seconds(5),
         ..billing.clone()
     };

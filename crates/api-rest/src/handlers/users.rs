@@ -359,9 +359,9 @@ pub async fn delete_user(
     params(("id" = Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "Restored", body = UserBody),
-        (status = 403, description = "Requires iam.users.delete", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Requires iam.users.delete and iam.users.write", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "The user is not deleted", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The user is not deleted, or belongs to other tenants too", body = Problem, content_type = PROBLEM),
     )
 )]
 pub async fn restore_user(

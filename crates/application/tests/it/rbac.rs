@@ -68,8 +68,15 @@ async fn permissions_follow_roles_into_tokens_and_validation() {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    assert_eq!(h.view.permissions(t, &["owner".into()]), everything);
-    assert!(h.view.permissions(t, &["member".into()]).is_empty());
+    assert_eq!(
+        h.view.permissions(t, &["owner".into()], i64::MAX),
+        everything
+    );
+    assert!(
+        h.view
+            .permissions(t, &["member".into()], i64::MAX)
+            .is_empty()
+    );
 
     let support = h
         .rbac
@@ -94,7 +101,7 @@ async fn permissions_follow_roles_into_tokens_and_validation() {
         .expect("valid");
     assert_eq!(claims.roles, vec!["support".to_owned()]);
     assert_eq!(
-        h.view.permissions(t, &claims.roles),
+        h.view.permissions(t, &claims.roles, claims.iat),
         vec!["iam.users.read".to_owned()]
     );
 
@@ -112,7 +119,7 @@ async fn permissions_follow_roles_into_tokens_and_validation() {
         .await
         .expect("update");
     assert_eq!(
-        h.view.permissions(t, &claims.roles),
+        h.view.permissions(t, &claims.roles, claims.iat),
         vec!["iam.audit.read".to_owned(), "iam.users.read".to_owned()]
     );
 
@@ -137,14 +144,33 @@ async fn permissions_follow_roles_into_tokens_and_validation() {
         .await
         .expect("valid");
     assert_eq!(claims.roles, vec!["helpdesk".to_owned()]);
-    assert_eq!(h.view.permissions(t, &claims.roles).len(), 2);
+    assert_eq!(h.view.permissions(t, &claims.roles, claims.iat).len(), 2);
 
     // Deleted: the role grants nothing and new tokens no longer name it.
     h.rbac
         .delete_role(&ada, t, support.id)
         .await
         .expect("delete");
-    assert!(h.view.permissions(t, &claims.roles).is_empty());
+    assert!(h.view.permissions(t, &claims.roles, claims.iat).is_empty());
+    // A new role that takes the old name grants nothing to tokens that meant the old one.
+    h.clock.advance(chrono::Duration::seconds(2));
+    h.rbac
+        .create_role(
+            &ada,
+            t,
+            NewRole {
+                name: role_name("helpdesk"),
+                description: String::new(),
+                permissions: perms(&["iam.audit.read"]),
+            },
+        )
+        .await
+        .expect("new role, old name");
+    assert!(h.view.permissions(t, &claims.roles, claims.iat).is_empty());
+    assert_eq!(
+        h.view.permissions(t, &claims.roles, claims.iat + 2),
+        vec!["iam.audit.read".to_owned()]
+    );
     let pair = h.login("sam@example.com", PASSWORD).await.expect("login");
     let claims = h
         .auth
@@ -463,11 +489,99 @@ async fn bootstrap_makes_a_root_tenant_once_and_only_it_registers_permissions() 
     // The owner holds the new permission too, in ValidateToken's answer.
     assert!(
         h.view
-            .permissions(t, &["owner".into()])
+            .permissions(t, &["owner".into()], i64::MAX)
             .contains(&"billing.invoices.read".to_owned())
     );
     // Another tenant's owner may not register.
     let (ada, other) = owner(&h, "ada@example.com").await;
     let r = h.rbac.register_permission(&ada, other, def).await;
     assert!(matches!(r, Err(AdminError::NotRoot)), "{r:?}");
+}
+
+#[tokio::test]
+async fn shared_accounts_and_role_grants_at_creation_need_more() {
+    let h = Harness::new().await;
+    let (ada, t) = owner(&h, "ada@example.com").await;
+    let (_bob, other) = owner(&h, "bob@example.com").await;
+    add_user(&h, &ada, t, "kim@example.com", &[]).await;
+    let (kim, _) = actor(&h, "kim@example.com").await;
+    let kim_id = kim.user_id().expect("id");
+    // Kim joins Bob's tenant too.
+    {
+        use iam_ports::Store as _;
+        let mut uow = h.store.begin().await.expect("begin");
+        uow.insert_membership(&iam_domain::Membership {
+            tenant: other,
+            user: kim_id,
+            roles: vec![role_name("member")],
+            created_at: crate::support::start(),
+        })
+        .await
+        .expect("membership");
+        uow.commit().await.expect("commit");
+    }
+    // Ada's tenant may not change an account that is not hers alone.
+    let r = h
+        .users
+        .update(
+            &ada,
+            t,
+            kim_id,
+            UserChanges {
+                status: Some(UserStatus::Disabled),
+                ..UserChanges::default()
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(AdminError::SharedUser)), "{r:?}");
+    let r = h.users.delete(&ada, t, kim_id).await;
+    assert!(matches!(r, Err(AdminError::SharedUser)), "{r:?}");
+    // A platform service may.
+    h.users
+        .update(
+            &Actor::service(None),
+            t,
+            kim_id,
+            UserChanges {
+                status: Some(UserStatus::Disabled),
+                ..UserChanges::default()
+            },
+        )
+        .await
+        .expect("service disables");
+
+    // Creating a user with roles is granting them: it needs iam.roles.assign too.
+    h.rbac
+        .create_role(
+            &ada,
+            t,
+            NewRole {
+                name: role_name("hr"),
+                description: String::new(),
+                permissions: perms(&["iam.users.write"]),
+            },
+        )
+        .await
+        .expect("role");
+    add_user(&h, &ada, t, "hal@example.com", &["hr"]).await;
+    let (hal, _) = actor(&h, "hal@example.com").await;
+    add_user(&h, &hal, t, "plain@example.com", &["member"]).await;
+    let r = h
+        .users
+        .create(
+            &hal,
+            t,
+            NewUser {
+                email: Email::parse("boss@example.com").expect("email"),
+                name: DisplayName::parse("Boss").expect("name"),
+                password: None,
+                roles: vec![role_name("hr")],
+                metadata: Metadata::default(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(r, Err(AdminError::Forbidden("iam.roles.assign"))),
+        "{r:?}"
+    );
 }
