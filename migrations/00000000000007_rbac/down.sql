@@ -116,6 +116,9 @@ BEGIN
 END
 $$;
 
+DROP TABLE claim_definitions;
+ALTER TABLE tenants DROP CONSTRAINT tenants_metadata_object;
+ALTER TABLE tenants DROP COLUMN metadata;
 DROP TABLE audit_events;
 DROP FUNCTION iam_audit_events_immutable();
 DROP TABLE platform;

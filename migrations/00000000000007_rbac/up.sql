@@ -5,6 +5,32 @@
 
 ALTER TABLE users ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}'::jsonb;
 ALTER TABLE users ADD CONSTRAINT users_metadata_object CHECK (jsonb_typeof(metadata) = 'object');
+ALTER TABLE tenants ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE tenants ADD CONSTRAINT tenants_metadata_object CHECK (jsonb_typeof(metadata) = 'object');
+
+-- Custom claims other modules register; injected into every user token they apply to.
+CREATE TABLE claim_definitions (
+    name            text        NOT NULL,
+    -- NULL: every token; else this tenant's (and with descendants, its subtree's).
+    scope_tenant_id uuid,
+    descendants     boolean     NOT NULL DEFAULT false,
+    source          text        NOT NULL,
+    constant_value  jsonb,
+    field           text,
+    hook_url        text,
+    hook_timeout_ms integer,
+    hook_on_failure text,
+    created_at      timestamptz NOT NULL,
+    CONSTRAINT claim_definitions_pkey PRIMARY KEY (name),
+    CONSTRAINT claim_definitions_scope_tenant_id_fkey FOREIGN KEY (scope_tenant_id)
+        REFERENCES tenants (id),
+    CONSTRAINT claim_definitions_source_check CHECK (
+        (source = 'constant' AND constant_value IS NOT NULL)
+        OR (source IN ('user_metadata', 'tenant_metadata') AND field IS NOT NULL)
+        OR (source = 'hook' AND hook_url IS NOT NULL AND hook_timeout_ms > 0
+            AND hook_on_failure IN ('omit', 'refuse'))
+    )
+);
 
 CREATE TABLE roles (
     id          uuid        NOT NULL,
@@ -110,7 +136,8 @@ RETURNS TABLE (
     t_owner_id       uuid,
     t_status         text,
     t_created_at     timestamptz,
-    t_updated_at     timestamptz
+    t_updated_at     timestamptz,
+    t_metadata       jsonb
 )
 LANGUAGE plpgsql
 VOLATILE
@@ -146,7 +173,7 @@ BEGIN
                        u.updated_at, u.metadata,
                        m.tenant_id, m.user_id, m.roles, m.created_at,
                        t.id, t.name, t.parent_id, t.owner_id, t.status, t.created_at,
-                       t.updated_at
+                       t.updated_at, t.metadata
                   FROM sessions s
                   LEFT JOIN users u ON u.id = s.user_id
                   LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id

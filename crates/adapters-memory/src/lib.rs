@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use iam_domain::claims::{ClaimDefinition, ClaimName};
 use iam_domain::throttle::Counter;
 use iam_domain::{AuditEvent, AuditId, Permission, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
@@ -17,7 +18,7 @@ use iam_domain::{
     PasswordHash, QueuedMail, RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant,
     TenantId, TenantStatus, Timestamp, User, UserId, UserStatus,
 };
-use iam_ports::{AuditRepo, RbacRepo};
+use iam_ports::{AuditRepo, ClaimRepo, RbacRepo};
 use iam_ports::{
     FeedMessage, KeyStore, MailQueue, MailRepo, MfaRepo, NewRefreshToken, Refreshed,
     RevocationEvent, RevocationFeed, RevocationSnapshot, Rotation, SessionRepo, Standing, Store,
@@ -57,6 +58,7 @@ struct State {
     root_tenant: Option<TenantId>,
     /// Append-only, in the order appended.
     audit: Vec<AuditEvent>,
+    claims: std::collections::BTreeMap<ClaimName, ClaimDefinition>,
 }
 
 /// A queued, unsent message and its delivery state (sent ones are dropped: nothing persists in
@@ -397,6 +399,18 @@ impl MemoryUnit {
 
 #[async_trait]
 impl SessionRepo for MemoryUnit {
+    async fn session_of_refresh(
+        &mut self,
+        token: &RefreshTokenHash,
+    ) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .state
+            .refresh
+            .get(token)
+            .and_then(|r| self.state.sessions.get(&r.session))
+            .cloned())
+    }
+
     async fn insert_session(
         &mut self,
         session: &Session,
@@ -1057,6 +1071,42 @@ impl MemoryUnit {
 }
 
 #[async_trait]
+impl ClaimRepo for MemoryUnit {
+    async fn insert_claim(&mut self, claim: &ClaimDefinition) -> Result<(), StoreError> {
+        if self.state.claims.contains_key(&claim.name) {
+            return Err(StoreError::Conflict("claim"));
+        }
+        if let iam_domain::claims::ClaimScope::Tenant { tenant, .. } = claim.scope
+            && !self.state.tenants.contains_key(&tenant)
+        {
+            return Err(missing("tenant"));
+        }
+        self.state.claims.insert(claim.name.clone(), claim.clone());
+        self.events.push(RevocationEvent::ClaimsChanged);
+        let name = claim.name.clone();
+        self.undo.push(Box::new(move |s| {
+            s.claims.remove(&name);
+        }));
+        Ok(())
+    }
+
+    async fn claims(&mut self) -> Result<Vec<ClaimDefinition>, StoreError> {
+        Ok(self.state.claims.values().cloned().collect())
+    }
+
+    async fn delete_claim(&mut self, name: &ClaimName) -> Result<bool, StoreError> {
+        let Some(old) = self.state.claims.remove(name) else {
+            return Ok(false);
+        };
+        self.events.push(RevocationEvent::ClaimsChanged);
+        self.undo.push(Box::new(move |s| {
+            s.claims.insert(old.name.clone(), old);
+        }));
+        Ok(true)
+    }
+}
+
+#[async_trait]
 impl AuditRepo for MemoryUnit {
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
         if self.state.audit.iter().any(|e| e.id == event.id) {
@@ -1202,6 +1252,7 @@ impl RevocationFeed for MemoryStore {
                 .filter(|t| blocked(*t))
                 .collect(),
             custom_roles: state.roles.values().cloned().collect(),
+            claims: state.claims.values().cloned().collect(),
             permissions: state.permissions.values().cloned().collect(),
         })
     }

@@ -74,6 +74,7 @@ fn conflict_for(constraint: &str) -> Option<&'static str> {
         "mail_outbox_pkey" => "mail",
         "roles_pkey" | "roles_tenant_name_key" => "role",
         "audit_events_pkey" => "audit event",
+        "claim_definitions_pkey" => "claim",
         _ => return None,
     })
 }

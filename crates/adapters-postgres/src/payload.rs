@@ -62,6 +62,7 @@ pub(crate) fn encode(events: &[RevocationEvent]) -> Vec<String> {
                     RevocationEvent::TenantStatus(id) => format!(r#"["t","{id}"]"#),
                     RevocationEvent::RolesChanged(id) => format!(r#"["r","{id}"]"#),
                     RevocationEvent::CatalogueChanged => r#"["c"]"#.to_owned(),
+                    RevocationEvent::ClaimsChanged => r#"["k"]"#.to_owned(),
                 });
             }
             json.push_str("]}");
@@ -92,6 +93,7 @@ fn parse(payload: &str) -> Option<Vec<RevocationEvent>> {
             [k, id] if k == "t" => id.parse().ok().map(RevocationEvent::TenantStatus),
             [k, id] if k == "r" => id.parse().ok().map(RevocationEvent::RolesChanged),
             [k] if k == "c" => Some(RevocationEvent::CatalogueChanged),
+            [k] if k == "k" => Some(RevocationEvent::ClaimsChanged),
             [k, id, status] if k == "u" => Some(RevocationEvent::UserStatus(
                 id.parse::<UserId>().ok()?,
                 UserStatus::parse(status)?,

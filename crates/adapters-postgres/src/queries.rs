@@ -24,12 +24,12 @@ use iam_ports::{
 use uuid::Uuid;
 
 use crate::error::{Missing, OutOfRange, from_diesel, invalid};
-use crate::rows::{AuditRow, PermissionRow, RoleRow};
+use crate::rows::{AuditRow, ClaimRow, PermissionRow, RoleRow};
 use crate::rows::{
     MembershipRow, MfaChallengeRow, MfaEnrolmentRow, RecoveryCodeRow, RefreshStateRow,
     RefreshStatus, SessionRow, TenantRow, UserRow,
 };
-use crate::schema::{audit_events, permissions, platform, roles};
+use crate::schema::{audit_events, claim_definitions, permissions, platform, roles};
 use crate::schema::{
     memberships, mfa_challenges, mfa_enrolments, recovery_codes, refresh_tokens, sessions, tenants,
     users,
@@ -177,6 +177,7 @@ pub(crate) async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<()
             tenants::status.eq(tenant.status.as_str()),
             tenants::created_at.eq(tenant.created_at),
             tenants::updated_at.eq(tenant.updated_at),
+            tenants::metadata.eq(serde_json::Value::Object(tenant.metadata.as_map().clone())),
         ))
         .execute(conn)
         .await
@@ -783,7 +784,9 @@ pub(crate) async fn revocation_snapshot(
         .map(Role::try_from)
         .collect::<Result<_, _>>()?;
     let permissions = registered_permissions(conn).await?;
+    let claims = claims(conn).await?;
     Ok(RevocationSnapshot {
+        claims,
         revoked_sessions,
         inactive_users,
         blocked_tenants,
@@ -1042,6 +1045,84 @@ pub(crate) async fn append_audit(conn: &mut Conn, e: &AuditEvent) -> Result<(), 
     Ok(())
 }
 
+pub(crate) async fn insert_claim(
+    conn: &mut Conn,
+    c: &iam_domain::claims::ClaimDefinition,
+) -> Result<(), StoreError> {
+    use iam_domain::claims::{ClaimScope, ClaimSource};
+    let (tenant, descendants) = match c.scope {
+        ClaimScope::Platform => (None, false),
+        ClaimScope::Tenant {
+            tenant,
+            descendants,
+        } => (Some(tenant.as_uuid()), descendants),
+    };
+    let (source, constant, field, hook) = match &c.source {
+        ClaimSource::Constant(v) => ("constant", Some(v.clone()), None, None),
+        ClaimSource::UserMetadata(f) => ("user_metadata", None, Some(f.as_str()), None),
+        ClaimSource::TenantMetadata(f) => ("tenant_metadata", None, Some(f.as_str()), None),
+        ClaimSource::Hook(h) => ("hook", None, None, Some(h)),
+    };
+    diesel::insert_into(claim_definitions::table)
+        .values((
+            claim_definitions::name.eq(c.name.as_str()),
+            claim_definitions::scope_tenant_id.eq(tenant),
+            claim_definitions::descendants.eq(descendants),
+            claim_definitions::source.eq(source),
+            claim_definitions::constant_value.eq(constant),
+            claim_definitions::field.eq(field),
+            claim_definitions::hook_url.eq(hook.map(|h| h.url.as_str())),
+            claim_definitions::hook_timeout_ms
+                .eq(hook.map(|h| i32::try_from(h.timeout.as_millis()).unwrap_or(i32::MAX))),
+            claim_definitions::hook_on_failure.eq(hook.map(|h| h.on_failure.as_str())),
+            claim_definitions::created_at.eq(c.created_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn claims(
+    conn: &mut Conn,
+) -> Result<Vec<iam_domain::claims::ClaimDefinition>, StoreError> {
+    claim_definitions::table
+        .order(claim_definitions::name)
+        .select(ClaimRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(iam_domain::claims::ClaimDefinition::try_from)
+        .collect()
+}
+
+pub(crate) async fn delete_claim(
+    conn: &mut Conn,
+    name: &iam_domain::claims::ClaimName,
+) -> Result<bool, StoreError> {
+    let n = diesel::delete(claim_definitions::table.find(name.as_str()))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(n > 0)
+}
+
+pub(crate) async fn session_of_refresh(
+    conn: &mut Conn,
+    token: &RefreshTokenHash,
+) -> Result<Option<Session>, StoreError> {
+    Ok(refresh_tokens::table
+        .inner_join(sessions::table)
+        .filter(refresh_tokens::token_hash.eq(token.as_bytes().as_slice()))
+        .select(SessionRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+        .map(Session::from))
+}
+
 /// Two round trips with a cursor: its place in the order, then the page.
 pub(crate) async fn list_audit(
     conn: &mut Conn,
@@ -1183,7 +1264,8 @@ impl QueryFragment<Pg> for RefreshSession {
              u_id, u_email, u_display_name, NULL::text, u_status, u_email_verified, \
              u_created_at, u_updated_at, u_metadata, \
              m_tenant_id, m_user_id, m_roles, m_created_at, \
-             t_id, t_name, t_parent_id, t_owner_id, t_status, t_created_at, t_updated_at \
+             t_id, t_name, t_parent_id, t_owner_id, t_status, t_created_at, t_updated_at, \
+             t_metadata \
              FROM iam_refresh_session(",
         );
         out.push_bind_param::<sql_types::Bytea, [u8]>(self.presented.as_slice())?;

@@ -16,7 +16,7 @@ use iam_ports::{StoreError, StoredKey, UserRecord};
 use uuid::Uuid;
 
 use crate::error::invalid;
-use crate::schema::{audit_events, permissions, roles};
+use crate::schema::{audit_events, claim_definitions, permissions, roles};
 use crate::schema::{
     link_tokens, mail_outbox, memberships, mfa_challenges, mfa_enrolments, recovery_codes,
     sessions, signing_keys, tenants, users,
@@ -76,6 +76,7 @@ pub(crate) struct TenantRow {
     pub status: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    pub metadata: serde_json::Value,
 }
 
 impl TryFrom<TenantRow> for Tenant {
@@ -88,6 +89,7 @@ impl TryFrom<TenantRow> for Tenant {
             parent: row.parent_id.map(TenantId::from_uuid),
             owner: UserId::from_uuid(row.owner_id),
             status: TenantStatus::parse(&row.status).ok_or_else(|| invalid("tenants", "status"))?,
+            metadata: Metadata::parse(row.metadata).map_err(|_| invalid("tenants", "metadata"))?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -647,6 +649,65 @@ impl TryFrom<AuditRow> for AuditEvent {
             request_id: row.request_id,
             outcome: AuditOutcome::parse(&row.outcome)
                 .ok_or_else(|| invalid("audit_events", "outcome"))?,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = claim_definitions, check_for_backend(Pg))]
+pub(crate) struct ClaimRow {
+    pub name: String,
+    pub scope_tenant_id: Option<Uuid>,
+    pub descendants: bool,
+    pub source: String,
+    pub constant_value: Option<serde_json::Value>,
+    pub field: Option<String>,
+    pub hook_url: Option<String>,
+    pub hook_timeout_ms: Option<i32>,
+    pub hook_on_failure: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl TryFrom<ClaimRow> for iam_domain::claims::ClaimDefinition {
+    type Error = StoreError;
+
+    fn try_from(row: ClaimRow) -> Result<Self, StoreError> {
+        use iam_domain::claims::{ClaimHook, ClaimName, ClaimScope, ClaimSource, FailurePolicy};
+        let bad = |column| invalid("claim_definitions", column);
+        let source = match row.source.as_str() {
+            "constant" => {
+                ClaimSource::Constant(row.constant_value.ok_or_else(|| bad("constant_value"))?)
+            }
+            "user_metadata" => ClaimSource::UserMetadata(row.field.ok_or_else(|| bad("field"))?),
+            "tenant_metadata" => {
+                ClaimSource::TenantMetadata(row.field.ok_or_else(|| bad("field"))?)
+            }
+            "hook" => ClaimSource::Hook(
+                ClaimHook::new(
+                    row.hook_url.as_deref().ok_or_else(|| bad("hook_url"))?,
+                    row.hook_timeout_ms
+                        .and_then(|t| u64::try_from(t).ok())
+                        .ok_or_else(|| bad("hook_timeout_ms"))?,
+                    row.hook_on_failure
+                        .as_deref()
+                        .and_then(FailurePolicy::parse)
+                        .ok_or_else(|| bad("hook_on_failure"))?,
+                )
+                .map_err(|_| bad("hook_url"))?,
+            ),
+            _ => return Err(bad("source")),
+        };
+        Ok(Self {
+            name: ClaimName::parse(&row.name).map_err(|_| bad("name"))?,
+            scope: match row.scope_tenant_id {
+                None => ClaimScope::Platform,
+                Some(id) => ClaimScope::Tenant {
+                    tenant: TenantId::from_uuid(id),
+                    descendants: row.descendants,
+                },
+            },
+            source,
+            created_at: row.created_at,
         })
     }
 }

@@ -23,6 +23,7 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        metadata -> Jsonb,
     }
 }
 
@@ -181,5 +182,20 @@ diesel::table! {
         target -> Text,
         request_id -> Nullable<Text>,
         outcome -> Text,
+    }
+}
+
+diesel::table! {
+    claim_definitions (name) {
+        name -> Text,
+        scope_tenant_id -> Nullable<Uuid>,
+        descendants -> Bool,
+        source -> Text,
+        constant_value -> Nullable<Jsonb>,
+        field -> Nullable<Text>,
+        hook_url -> Nullable<Text>,
+        hook_timeout_ms -> Nullable<Integer>,
+        hook_on_failure -> Nullable<Text>,
+        created_at -> Timestamptz,
     }
 }

@@ -13,13 +13,14 @@
 
 use async_trait::async_trait;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+use iam_domain::claims::{ClaimDefinition, ClaimName};
 use iam_domain::{AuditEvent, AuditId, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
     Email, LinkKind, LinkToken, MailMessage, Membership, MfaChallenge, MfaEnrolment, PasswordHash,
     RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus,
     Timestamp, User, UserId,
 };
-use iam_ports::{AuditRepo, RbacRepo};
+use iam_ports::{AuditRepo, ClaimRepo, RbacRepo};
 use iam_ports::{
     MailRepo, MfaRepo, NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError,
     TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
@@ -221,6 +222,15 @@ impl TenantRepo for PgUnit {
 
 #[async_trait]
 impl SessionRepo for PgUnit {
+    async fn session_of_refresh(
+        &mut self,
+        token: &RefreshTokenHash,
+    ) -> Result<Option<Session>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::session_of_refresh(conn, token).await;
+        self.leave(result)
+    }
+
     async fn insert_session(
         &mut self,
         session: &Session,
@@ -499,6 +509,35 @@ impl RbacRepo for PgUnit {
         let conn = self.enter()?;
         let result = queries::set_root_tenant(conn, tenant).await;
         self.leave(result)
+    }
+}
+
+#[async_trait]
+impl ClaimRepo for PgUnit {
+    async fn insert_claim(&mut self, claim: &ClaimDefinition) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_claim(conn, claim).await;
+        let result = self.leave(result);
+        if result.is_ok() {
+            self.events.push(RevocationEvent::ClaimsChanged);
+        }
+        result
+    }
+
+    async fn claims(&mut self) -> Result<Vec<ClaimDefinition>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::claims(conn).await;
+        self.leave(result)
+    }
+
+    async fn delete_claim(&mut self, name: &ClaimName) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::delete_claim(conn, name).await;
+        let result = self.leave(result);
+        if matches!(result, Ok(true)) {
+            self.events.push(RevocationEvent::ClaimsChanged);
+        }
+        result
     }
 }
 

@@ -46,6 +46,10 @@ pub fn auth(e: AuthError) -> Status {
         AuthError::Overloaded => {
             Status::resource_exhausted("too many sign-ins at once; retry shortly")
         }
+        AuthError::ClaimsUnavailable(e) => Status::unavailable(format!(
+            "claims_unavailable: custom claim {} is unavailable; retry shortly",
+            e.claim
+        )),
         AuthError::Unavailable(ref source) => unavailable(source),
         AuthError::Internal(ref source) => internal("internal error", source.as_ref()),
     }
@@ -73,6 +77,9 @@ pub fn admin(e: AdminError) -> Status {
             Status::failed_precondition("the tenant's last active owner cannot lose the owner role")
         }
         AdminError::NotDeleted => Status::failed_precondition("the user is not deleted"),
+        AdminError::ClaimNotFound => Status::not_found("claim not found"),
+        AdminError::ClaimTaken => Status::already_exists("a claim of this name is registered"),
+        AdminError::InvalidClaim(e) => invalid("claim", e),
         AdminError::SharedUser => Status::failed_precondition(
             "the user belongs to other tenants too; their account is not this tenant's to change",
         ),

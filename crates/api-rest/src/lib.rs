@@ -14,7 +14,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
 use iam_application::{
-    AuthService, Flows, KeyService, MfaService, RbacService, TrustedProxies, UserService,
+    AuthService, ClaimService, Flows, KeyService, MfaService, RbacService, TrustedProxies,
+    UserService,
 };
 use iam_ports::Store;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub flows: Arc<Flows>,
     pub users: Arc<UserService>,
     pub rbac: Arc<RbacService>,
+    pub claims: Arc<ClaimService>,
     pub keys: Arc<KeyService>,
     pub store: Arc<dyn Store>,
     /// Proxies whose `X-Forwarded-For` names the client.
@@ -57,6 +59,7 @@ pub struct AppState {
         (name = "flows", description = "Email verification, password reset and invitations"),
         (name = "users", description = "User management in the caller's tenant"),
         (name = "rbac", description = "Roles, permissions, role assignment and the audit log"),
+        (name = "claims", description = "Custom claims injected into user tokens"),
         (name = "keys", description = "Token signing keys"),
         (name = "health", description = "Liveness and readiness")
     )

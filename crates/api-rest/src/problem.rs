@@ -202,6 +202,16 @@ impl From<AuthError> for ApiError {
                 "Too many sign-ins at once; retry shortly",
             )
             .header(header::RETRY_AFTER, "1"),
+            AuthError::ClaimsUnavailable(e) => {
+                tracing::warn!(claim = %e.claim, reason = %e.reason, "no token: a required custom claim is unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "claims_unavailable",
+                    "A custom claim the token needs is unavailable; retry shortly",
+                )
+                .detail(format!("claim {}", e.claim))
+                .header(header::RETRY_AFTER, "5")
+            }
             AuthError::Unavailable(ref source) => {
                 log_chain("store unavailable", source);
                 Self::unavailable()
@@ -292,6 +302,14 @@ impl From<AdminError> for ApiError {
                 "The tenant's last active owner cannot lose the owner role",
             ),
             AdminError::NotDeleted => conflict("not_deleted", "The user is not deleted"),
+            AdminError::ClaimNotFound => {
+                Self::new(StatusCode::NOT_FOUND, "claim_not_found", "No such claim")
+            }
+            AdminError::ClaimTaken => conflict("claim_taken", "A claim of this name is registered"),
+            AdminError::InvalidClaim(e) => Self::validation(vec![FieldError {
+                field: "source".into(),
+                message: e.to_string(),
+            }]),
             AdminError::SharedUser => conflict(
                 "user_in_other_tenants",
                 "The user belongs to other tenants too; their account is not this tenant's to change",

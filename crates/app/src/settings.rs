@@ -35,6 +35,26 @@ pub struct Settings {
     pub log: LogSettings,
     /// Other modules' permissions, registered into the catalogue at start-up.
     pub permissions: Vec<PermissionSetting>,
+    pub claims: ClaimSettings,
+}
+
+/// Size limits on custom claims.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimSettings {
+    /// Largest serialised value of one claim.
+    pub max_claim_bytes: usize,
+    /// Largest signed access token, custom claims included.
+    pub max_token_bytes: usize,
+}
+
+impl Default for ClaimSettings {
+    fn default() -> Self {
+        Self {
+            max_claim_bytes: 1024,
+            max_token_bytes: 4096,
+        }
+    }
 }
 
 /// A module's permission named in configuration.
@@ -341,6 +361,7 @@ impl Default for Settings {
             keys: KeySettings::default(),
             log: LogSettings::default(),
             permissions: Vec::new(),
+            claims: ClaimSettings::default(),
         }
     }
 }
@@ -505,6 +526,20 @@ impl Settings {
         }
         if h.workers == Some(0) {
             return Err(invalid("password_hashing.workers", "must be at least 1"));
+        }
+        if !(64..=65_536).contains(&self.claims.max_claim_bytes) {
+            return Err(invalid(
+                "claims.max_claim_bytes",
+                "must be between 64 and 65536",
+            ));
+        }
+        if !(1024..=65_536).contains(&self.claims.max_token_bytes)
+            || self.claims.max_token_bytes < self.claims.max_claim_bytes
+        {
+            return Err(invalid(
+                "claims.max_token_bytes",
+                "must be between 1024 and 65536, and at least claims.max_claim_bytes",
+            ));
         }
         for p in &self.permissions {
             iam_domain::Permission::parse_external(&p.name)

@@ -13,9 +13,9 @@ use iam_adapters_memory::{MemoryKeyStore, MemoryStore, MemoryThrottleStore};
 use iam_adapters_postgres::{PgConfig, PostgresStore};
 use iam_api_grpc::{GrpcState, ServiceCredentials};
 use iam_application::{
-    AuthService, Composer, FlowPolicy, Flows, KeyService, MfaService, OutboxPolicy, OutboxWorker,
-    Ports, RbacService, RevocationView, TenantService, Throttle, TokenValidator, TrustedProxies,
-    UserService,
+    AuthService, ClaimService, Composer, FlowPolicy, Flows, KeyService, MfaService, OutboxPolicy,
+    OutboxWorker, Ports, RbacService, RevocationView, TenantService, Throttle, TokenValidator,
+    TrustedProxies, UserService,
 };
 use iam_domain::{KeyId, TokenPolicy};
 use iam_ports::{
@@ -273,6 +273,18 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         reset_ttl: chrono::Duration::seconds(settings.flows.reset_ttl_secs),
         invite_ttl: chrono::Duration::seconds(settings.flows.invite_ttl_secs),
     };
+    let claims = Arc::new(ClaimService::new(
+        ports.clone(),
+        view.clone(),
+        Arc::new(
+            iam_adapters_http::HttpClaimFetcher::new()
+                .context("building the HTTP client for claim hooks")?,
+        ),
+        iam_domain::claims::ClaimLimits {
+            per_claim_bytes: settings.claims.max_claim_bytes,
+            per_token_bytes: settings.claims.max_token_bytes,
+        },
+    ));
     let auth = Arc::new(
         AuthService::new(
             ports.clone(),
@@ -284,7 +296,8 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         .with_mail(
             Composer::new(flow_policy.clone()),
             settings.flows.require_verified_email,
-        ),
+        )
+        .with_claims(claims.clone()),
     );
     let flows = Arc::new(Flows::new(
         ports.clone(),
@@ -421,6 +434,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         mfa: mfa.clone(),
         users: users.clone(),
         rbac: rbac.clone(),
+        claims: claims.clone(),
         keys: keys.clone(),
         store: store.clone(),
         trusted_proxies: trusted_proxies.clone(),

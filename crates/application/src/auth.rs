@@ -56,6 +56,10 @@ pub enum AuthError {
     /// The store cannot be reached.
     #[error("service unavailable")]
     Unavailable(#[source] StoreError),
+    /// A custom claim that refuses issuance without it could not be had (its hook failed, or
+    /// the token would be too large); retry later.
+    #[error("custom claims unavailable")]
+    ClaimsUnavailable(#[source] crate::ClaimsUnavailable),
     /// A bug or broken dependency.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -202,6 +206,8 @@ pub struct AuthService {
     composer: Option<Composer>,
     /// Unverified addresses may not sign in (they get the generic answer).
     require_verified_email: bool,
+    /// Custom claims injected into every token; none without it.
+    claims: Option<Arc<crate::ClaimService>>,
 }
 
 impl AuthService {
@@ -221,6 +227,28 @@ impl AuthService {
             product,
             composer: None,
             require_verified_email: false,
+            claims: None,
+        }
+    }
+
+    /// Injects registered custom claims into every token issued.
+    pub fn with_claims(mut self, claims: Arc<crate::ClaimService>) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// The custom claims of a token for `user` in `tenant`.
+    async fn custom_claims(
+        &self,
+        user: &User,
+        tenant: &Tenant,
+    ) -> Result<crate::ResolvedClaims, AuthError> {
+        match &self.claims {
+            Some(c) => c
+                .resolve(user, tenant)
+                .await
+                .map_err(AuthError::ClaimsUnavailable),
+            None => Ok(crate::ResolvedClaims::default()),
         }
     }
 
@@ -381,7 +409,7 @@ impl AuthService {
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
         let membership = pick_membership(&mut *uow, user.id, tenant).await?;
-        self.usable_tenant(&mut *uow, membership.tenant).await?;
+        let tenant = self.usable_tenant(&mut *uow, membership.tenant).await?;
         if uow.mfa(user.id).await?.is_some_and(|e| e.is_active()) {
             let token = MfaToken::from_random(random(&*self.ports.rng));
             uow.insert_mfa_challenge(&MfaChallenge {
@@ -400,16 +428,24 @@ impl AuthService {
                 expires_in: MFA_CHALLENGE_SECS,
             });
         }
+        uow.commit().await?;
+        // Hooks are slow work: asked with no unit of work open.
+        let claims = self.custom_claims(&user, &tenant).await?;
+        let mut uow = self.ports.store.begin().await?;
         let pair = self
-            .start_session(&mut *uow, &user, &membership, amr)
+            .start_session(&mut *uow, &user, &membership, amr, claims)
             .await?;
         uow.commit().await?;
         info!(user.id = %user.id, tenant.id = %membership.tenant, "signed in");
         Ok(SignIn::Tokens(pair))
     }
 
-    /// Refuses a tenant that is blocked, itself or through an ancestor.
-    async fn usable_tenant(&self, uow: &mut dyn UnitOfWork, id: TenantId) -> Result<(), AuthError> {
+    /// The tenant, unless it is blocked, itself or through an ancestor.
+    async fn usable_tenant(
+        &self,
+        uow: &mut dyn UnitOfWork,
+        id: TenantId,
+    ) -> Result<Tenant, AuthError> {
         let tenant = uow
             .tenant(id)
             .await?
@@ -417,7 +453,7 @@ impl AuthService {
         if tenant.status == TenantStatus::Blocked || self.validator.view().tenant_blocked(id) {
             return Err(AuthError::TenantBlocked);
         }
-        Ok(())
+        Ok(tenant)
     }
 
     /// The second step of a sign-in: a TOTP code or a recovery code for an MFA challenge.
@@ -494,11 +530,15 @@ impl AuthService {
             .membership(user.id, challenge.tenant)
             .await?
             .ok_or(AuthError::NotAMember)?;
-        self.usable_tenant(&mut *uow, membership.tenant).await?;
+        let tenant = self.usable_tenant(&mut *uow, membership.tenant).await?;
         let mut amr = challenge.amr.clone();
         amr.extend([method.to_owned(), "mfa".to_owned()]);
+        // The challenge is spent; hooks are then asked with no unit of work open.
+        uow.commit().await?;
+        let claims = self.custom_claims(&user, &tenant).await?;
+        let mut uow = self.ports.store.begin().await?;
         let pair = self
-            .start_session(&mut *uow, &user, &membership, amr)
+            .start_session(&mut *uow, &user, &membership, amr, claims)
             .await?;
         uow.commit().await?;
         self.throttle
@@ -515,6 +555,7 @@ impl AuthService {
         user: &User,
         membership: &Membership,
         amr: Vec<String>,
+        claims: crate::ResolvedClaims,
     ) -> Result<TokenPair, AuthError> {
         let now = self.ports.clock.now();
         let session = Session {
@@ -529,7 +570,7 @@ impl AuthService {
         let refresh = RefreshToken::from_random(random(&*self.ports.rng));
         uow.insert_session(&session, &self.new_refresh(&refresh, now))
             .await?;
-        self.issue(&session, membership.roles.clone(), refresh)
+        self.issue(&session, membership.roles.clone(), refresh, claims)
     }
 
     fn new_refresh(&self, token: &RefreshToken, now: iam_domain::Timestamp) -> NewRefreshToken {
@@ -545,6 +586,7 @@ impl AuthService {
         session: &Session,
         roles: Vec<RoleName>,
         refresh: RefreshToken,
+        custom: crate::ResolvedClaims,
     ) -> Result<TokenPair, AuthError> {
         let now = self.ports.clock.now();
         let grant = Grant {
@@ -555,8 +597,36 @@ impl AuthService {
             amr: session.amr.clone(),
         };
         let jti = uuid::Builder::from_random_bytes(random(&*self.ports.rng)).into_uuid();
-        let claims = self.policy.access_claims(&grant, now, jti);
-        let access_token = self.ports.signer.sign(&claims)?;
+        let mut claims = self.policy.access_claims(&grant, now, jti);
+        claims.extra = custom.values;
+        let limit = self
+            .claims
+            .as_ref()
+            .map_or(usize::MAX, |c| c.limits().per_token_bytes);
+        let mut access_token = self.ports.signer.sign(&claims)?;
+        // Too large: drop the largest claims that may go, until it fits or none may.
+        while access_token.len() > limit {
+            let Some(largest) = claims
+                .extra
+                .iter()
+                .filter(|(k, _)| !custom.required.contains(*k))
+                .max_by_key(|(_, v)| v.to_string().len())
+                .map(|(k, _)| k.clone())
+            else {
+                return Err(AuthError::ClaimsUnavailable(crate::ClaimsUnavailable {
+                    claim: custom
+                        .required
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    reason: format!("the token would exceed {limit} bytes"),
+                }));
+            };
+            warn!(claim = %largest, limit, "custom claim omitted: the token would be too large");
+            claims.extra.remove(&largest);
+            access_token = self.ports.signer.sign(&claims)?;
+        }
         Ok(TokenPair {
             access_token,
             expires_in: self.policy.access_ttl.num_seconds(),
@@ -585,6 +655,12 @@ impl AuthService {
         let Some(presented) = RefreshToken::parse(presented) else {
             return Err(AuthError::InvalidGrant);
         };
+        // A hook that refuses issuance when it fails is asked before the token is spent, so
+        // that its failure leaves the client's refresh token good for a retry.
+        let early = match &self.claims {
+            Some(c) if c.has_refusing_hooks() => self.claims_before_refresh(&presented).await?,
+            _ => None,
+        };
         let now = self.ports.clock.now();
         let next = RefreshToken::from_random(random(&*self.ports.rng));
         // One atomic store call: the spent token, the next one and the session's standing.
@@ -609,10 +685,12 @@ impl AuthService {
             tenant,
         } = *standing;
         let allowed = user.as_ref().is_some_and(User::can_sign_in)
-            && tenant.is_some_and(|t| {
+            && tenant.as_ref().is_some_and(|t| {
                 t.status == TenantStatus::Active && !self.validator.view().tenant_blocked(t.id)
             });
-        let Some(membership) = membership.filter(|_| allowed) else {
+        let (Some(membership), Some(user), Some(tenant)) =
+            (membership.filter(|_| allowed), user, tenant)
+        else {
             // The user lost the right to this session: end it rather than leave it half alive.
             let mut uow = self.ports.store.begin().await?;
             uow.revoke_session(session.id, now).await?;
@@ -620,9 +698,36 @@ impl AuthService {
             self.revoked(session.id).await;
             return Err(AuthError::InvalidGrant);
         };
+        let claims = match early {
+            Some((sid, claims)) if sid == session.id => claims,
+            _ => self.custom_claims(&user, &tenant).await?,
+        };
         // The rotation is committed: if signing fails now, the client's retry of the spent
         // token counts as reuse and ends the session, which then needs a new sign-in anyway.
-        self.issue(&session, membership.roles, next)
+        self.issue(&session, membership.roles, next, claims)
+    }
+
+    /// The custom claims for the session a refresh token belongs to, read before rotating;
+    /// `None` if the token names no session with a user and tenant (rotation then refuses it).
+    async fn claims_before_refresh(
+        &self,
+        presented: &RefreshToken,
+    ) -> Result<Option<(SessionId, crate::ResolvedClaims)>, AuthError> {
+        let mut uow = self.ports.store.begin().await?;
+        let Some(session) = uow.session_of_refresh(&presented.hash()).await? else {
+            uow.rollback().await?;
+            return Ok(None);
+        };
+        let user = uow.user_by_id(session.user).await?;
+        let tenant = uow.tenant(session.tenant).await?;
+        uow.rollback().await?;
+        let (Some(user), Some(tenant)) = (user, tenant) else {
+            return Ok(None);
+        };
+        Ok(Some((
+            session.id,
+            self.custom_claims(&user, &tenant).await?,
+        )))
     }
 
     /// Ends the caller's session: its refresh family is revoked and its access tokens stop

@@ -83,11 +83,14 @@ pub enum Operation {
     RegisterPermission,
     ListAuditEvents,
     Invite,
+    ListClaims,
+    RegisterClaim,
+    DeleteClaim,
 }
 
 impl Operation {
     /// Every operation, for matrix tests and documentation.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 20] = [
         Self::CreateUser,
         Self::ListUsers,
         Self::GetUser,
@@ -105,6 +108,9 @@ impl Operation {
         Self::RegisterPermission,
         Self::ListAuditEvents,
         Self::Invite,
+        Self::ListClaims,
+        Self::RegisterClaim,
+        Self::DeleteClaim,
     ];
 
     /// The permission the caller needs in the target tenant.
@@ -120,6 +126,8 @@ impl Operation {
             Self::RegisterPermission => "iam.permissions.write",
             Self::ListAuditEvents => "iam.audit.read",
             Self::Invite => "iam.invitations.write",
+            Self::ListClaims => "iam.claims.read",
+            Self::RegisterClaim | Self::DeleteClaim => "iam.claims.write",
         }
     }
 
@@ -137,12 +145,15 @@ impl Operation {
             Self::UnassignRole => "roles.unassign",
             Self::RegisterPermission => "permissions.register",
             Self::Invite => "invitations.create",
+            Self::RegisterClaim => "claims.register",
+            Self::DeleteClaim => "claims.delete",
             Self::ListUsers
             | Self::GetUser
             | Self::ListRoles
             | Self::GetRole
             | Self::ListPermissions
-            | Self::ListAuditEvents => return None,
+            | Self::ListAuditEvents
+            | Self::ListClaims => return None,
         })
     }
 }
@@ -187,6 +198,12 @@ pub enum AdminError {
     /// change (a platform service may).
     #[error("the user belongs to other tenants too")]
     SharedUser,
+    #[error("claim not found")]
+    ClaimNotFound,
+    #[error("a claim of this name is registered")]
+    ClaimTaken,
+    #[error("invalid claim: {0}")]
+    InvalidClaim(iam_domain::claims::ClaimError),
     /// Restore of a user who is not deleted.
     #[error("the user is not deleted")]
     NotDeleted,
@@ -209,6 +226,7 @@ impl From<StoreError> for AdminError {
             StoreError::Unavailable(_) => Self::Unavailable(e),
             StoreError::Conflict("email") => Self::EmailTaken,
             StoreError::Conflict("role") => Self::RoleTaken,
+            StoreError::Conflict("claim") => Self::ClaimTaken,
             StoreError::Conflict(_) | StoreError::Unexpected(_) => Self::Internal(Box::new(e)),
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod claims;
 pub mod client;
 pub mod flows;
 pub mod keys;
@@ -28,6 +29,7 @@ pub use auth::{
     Unauthenticated,
 };
 pub use authz::{Actor, AdminError, Caller, Operation};
+pub use claims::{ClaimService, ClaimsUnavailable, NewClaim, ResolvedClaims, TenantScope};
 pub use client::TrustedProxies;
 pub use flows::{Composer, FlowError, FlowPolicy, Flows, Joined};
 pub use keys::{KeyError, KeyService};

@@ -25,6 +25,8 @@ struct State {
     custom_roles: HashMap<TenantId, HashMap<String, NamedGrant>>,
     /// Every permission of the catalogue, sorted: what `owner` grants.
     catalogue: Arc<[String]>,
+    /// Registered custom claims.
+    claims: Arc<[iam_domain::claims::ClaimDefinition]>,
 }
 
 /// What a custom role of this name grants, and since when it has the name (unix seconds).
@@ -136,6 +138,11 @@ impl RevocationView {
         out
     }
 
+    /// The registered custom claims, as of the last snapshot.
+    pub fn claims(&self) -> Arc<[iam_domain::claims::ClaimDefinition]> {
+        self.read().claims.clone()
+    }
+
     /// Whether the tenant is blocked, itself or through an ancestor.
     pub fn tenant_blocked(&self, tenant: TenantId) -> bool {
         self.read().blocked_tenants.contains(&tenant)
@@ -167,7 +174,8 @@ impl RevocationView {
             }
             RevocationEvent::TenantStatus(_)
             | RevocationEvent::RolesChanged(_)
-            | RevocationEvent::CatalogueChanged => self.refresh().await,
+            | RevocationEvent::CatalogueChanged
+            | RevocationEvent::ClaimsChanged => self.refresh().await,
         }
     }
 
@@ -180,6 +188,7 @@ impl RevocationView {
             blocked_tenants,
             custom_roles,
             permissions,
+            claims,
         } = self.feed.snapshot(now - self.horizon).await?;
         let mut roles: HashMap<TenantId, HashMap<String, NamedGrant>> = HashMap::new();
         for role in custom_roles {
@@ -207,6 +216,7 @@ impl RevocationView {
         state.blocked_tenants = blocked_tenants.into_iter().collect();
         state.custom_roles = roles;
         state.catalogue = catalogue;
+        state.claims = claims.into();
         state.inserts_since_prune = 0;
         Ok(())
     }

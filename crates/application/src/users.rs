@@ -444,9 +444,10 @@ pub(crate) async fn ensure_not_last_owner(
     Ok(())
 }
 
-/// Refuses a user caller the account of someone who belongs to other tenants too (their status,
-/// name and metadata are not this tenant's alone), or who holds more here than the caller does
-/// (an admin may not lock an owner out).
+/// Refuses a user caller the account of someone who holds more than the caller, in this tenant
+/// (an admin may not lock an owner out) or in any other tenant the account belongs to (its
+/// status, name and metadata are not this tenant's alone): the caller must be a member there too
+/// and hold at least as much.
 async fn may_manage(
     uow: &mut dyn UnitOfWork,
     actor: &Actor,
@@ -454,24 +455,28 @@ async fn may_manage(
     tenant: TenantId,
     target: UserId,
 ) -> Result<(), AdminError> {
-    if let Caller::Service = actor.caller {
+    let Caller::User(caller) = &actor.caller else {
         return Ok(());
+    };
+    for theirs in uow.memberships_of(target).await? {
+        let roles = tenant_roles(uow, theirs.tenant).await?;
+        let mine = if theirs.tenant == tenant {
+            held.clone()
+        } else {
+            match uow.membership(caller.user, theirs.tenant).await? {
+                Some(m) => grants_for(&roles, &m.roles),
+                None => return Err(AdminError::SharedUser),
+            }
+        };
+        if !covers(&mine, &grants_for(&roles, &theirs.roles)) {
+            return Err(if theirs.tenant == tenant {
+                AdminError::Escalation
+            } else {
+                AdminError::SharedUser
+            });
+        }
     }
-    let memberships = uow.memberships_of(target).await?;
-    if memberships.iter().any(|m| m.tenant != tenant) {
-        return Err(AdminError::SharedUser);
-    }
-    let theirs = memberships
-        .into_iter()
-        .find(|m| m.tenant == tenant)
-        .map(|m| m.roles)
-        .unwrap_or_default();
-    let roles = tenant_roles(uow, tenant).await?;
-    if covers(held, &grants_for(&roles, &theirs)) {
-        Ok(())
-    } else {
-        Err(AdminError::Escalation)
-    }
+    Ok(())
 }
 
 /// The user, if they are a member of the tenant.

@@ -6,6 +6,7 @@
 //! types.
 
 pub mod audit;
+pub mod claims;
 pub mod email;
 pub mod ids;
 pub mod mail;

@@ -66,6 +66,8 @@ pub struct Tenant {
     pub parent: Option<TenantId>,
     pub owner: UserId,
     pub status: TenantStatus,
+    /// Free-form attributes (a JSON object); custom claims may read its fields.
+    pub metadata: crate::Metadata,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -79,6 +81,7 @@ impl Tenant {
             parent: None,
             owner,
             status: TenantStatus::Active,
+            metadata: crate::Metadata::default(),
             created_at: now,
             updated_at: now,
         }

@@ -4,6 +4,7 @@
 //! Invariant: depends on `iam-domain` only (plus `async-trait` and `futures` for streams); never on
 //! a framework, database driver or SDK.
 
+pub mod claims;
 pub mod crypto;
 pub mod keys;
 pub mod mail;
@@ -12,6 +13,7 @@ pub mod store;
 pub mod system;
 pub mod throttle;
 
+pub use claims::{ClaimFetcher, HookError, HookRequest};
 pub use crypto::{
     HashError, KeyMaterial, PasswordHasher, PasswordScreen, SealError, SecretSealer, SignError,
     TokenRejection, TokenSigner, Totp,
@@ -20,8 +22,9 @@ pub use keys::{KeyStore, StoredKey};
 pub use mail::{MailError, MailQueue, Mailer};
 pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
 pub use store::{
-    AuditRepo, MailRepo, MfaRepo, NewRefreshToken, RbacRepo, Refreshed, Rotation, SessionRepo,
-    Standing, Store, StoreError, TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
+    AuditRepo, ClaimRepo, MailRepo, MfaRepo, NewRefreshToken, RbacRepo, Refreshed, Rotation,
+    SessionRepo, Standing, Store, StoreError, TenantRepo, UnitOfWork, UserFilter, UserRecord,
+    UserRepo,
 };
 pub use system::{Clock, Rng, random};
 pub use throttle::ThrottleStore;

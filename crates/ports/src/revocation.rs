@@ -21,6 +21,8 @@ pub enum RevocationEvent {
     RolesChanged(TenantId),
     /// A module registered a permission (owners hold every permission of the catalogue).
     CatalogueChanged,
+    /// A custom claim was registered or deleted.
+    ClaimsChanged,
 }
 
 /// What a subscriber receives.
@@ -44,6 +46,8 @@ pub struct RevocationSnapshot {
     pub custom_roles: Vec<Role>,
     /// Every permission registered by a module.
     pub permissions: Vec<PermissionDef>,
+    /// Every registered custom claim.
+    pub claims: Vec<iam_domain::claims::ClaimDefinition>,
 }
 
 /// Publishes committed revocations to every instance sharing the store. Events are emitted by the

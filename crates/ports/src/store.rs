@@ -7,6 +7,7 @@
 //! aborted by a failed statement), so a use case that expects a `Conflict` ends the unit there.
 
 use async_trait::async_trait;
+use iam_domain::claims::{ClaimDefinition, ClaimName};
 use iam_domain::{AuditEvent, AuditId, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
     Email, LinkKind, LinkToken, MailMessage, Membership, MfaChallenge, MfaEnrolment, PasswordHash,
@@ -179,6 +180,12 @@ pub trait SessionRepo: Send {
     /// Looks a session up by id.
     async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError>;
 
+    /// The session a refresh token belongs to, whatever the token's state.
+    async fn session_of_refresh(
+        &mut self,
+        token: &RefreshTokenHash,
+    ) -> Result<Option<Session>, StoreError>;
+
     /// Revokes a session and its live refresh token; `false` if it was unknown or revoked already.
     /// A revocation is published on the revocation feed at commit (so is a reuse in
     /// [`SessionRepo::rotate_refresh`]).
@@ -340,6 +347,19 @@ pub trait RbacRepo: Send {
     async fn set_root_tenant(&mut self, tenant: TenantId) -> Result<bool, StoreError>;
 }
 
+/// Custom claim definitions.
+#[async_trait]
+pub trait ClaimRepo: Send {
+    /// Registers a claim; `Conflict("claim")` if the name is taken. Published at commit.
+    async fn insert_claim(&mut self, claim: &ClaimDefinition) -> Result<(), StoreError>;
+
+    /// Every registered claim, by name.
+    async fn claims(&mut self) -> Result<Vec<ClaimDefinition>, StoreError>;
+
+    /// Deletes a claim; `false` if there was none. Published at commit.
+    async fn delete_claim(&mut self, name: &ClaimName) -> Result<bool, StoreError>;
+}
+
 /// The append-only audit log.
 #[async_trait]
 pub trait AuditRepo: Send {
@@ -359,7 +379,7 @@ pub trait AuditRepo: Send {
 /// One atomic unit of work over every repository.
 #[async_trait]
 pub trait UnitOfWork:
-    UserRepo + TenantRepo + SessionRepo + MfaRepo + MailRepo + RbacRepo + AuditRepo
+    UserRepo + TenantRepo + SessionRepo + MfaRepo + MailRepo + RbacRepo + AuditRepo + ClaimRepo
 {
     /// Makes every write of this unit visible at once.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;

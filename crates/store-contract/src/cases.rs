@@ -1514,3 +1514,98 @@ pub async fn role_changes_reach_the_feed_and_snapshot(f: &Fixture) {
     let snapshot = f.feed.snapshot(t0()).await.expect("snapshot");
     assert_eq!(snapshot.custom_roles, vec![role]);
 }
+
+/// Claim definitions of every source and scope round-trip, names are unique, deletes publish,
+/// and a refresh token leads back to its session whatever its state.
+pub async fn claims_and_sessions_of_refresh_tokens(f: &Fixture) {
+    use iam_domain::claims::{
+        ClaimDefinition, ClaimHook, ClaimName, ClaimScope, ClaimSource, FailurePolicy,
+    };
+    let (u, t) = seed(f).await;
+    let def = |name: &str, scope, source| ClaimDefinition {
+        name: ClaimName::parse(name).expect("name"),
+        scope,
+        source,
+        created_at: t0(),
+    };
+    let all = vec![
+        def(
+            "billing.plan",
+            ClaimScope::Platform,
+            ClaimSource::Constant(serde_json::json!({"tier": "pro", "seats": [1, 2]})),
+        ),
+        def(
+            "billing.seats",
+            ClaimScope::Tenant {
+                tenant: t.id,
+                descendants: true,
+            },
+            ClaimSource::Hook(
+                ClaimHook::new("http://127.0.0.1:9/hook", 250, FailurePolicy::Refuse)
+                    .expect("hook"),
+            ),
+        ),
+        def(
+            "crm.segment",
+            ClaimScope::Tenant {
+                tenant: t.id,
+                descendants: false,
+            },
+            ClaimSource::UserMetadata("segment".into()),
+        ),
+        def(
+            "crm.region",
+            ClaimScope::Platform,
+            ClaimSource::TenantMetadata("region".into()),
+        ),
+    ];
+    let mut feed = f.feed.subscribe().await.expect("subscribe");
+    let mut uow = f.store.begin().await.expect("begin");
+    for d in &all {
+        uow.insert_claim(d).await.expect("insert");
+    }
+    uow.commit().await.expect("commit");
+    assert_eq!(
+        next_message(&mut feed).await,
+        FeedMessage::Event(RevocationEvent::ClaimsChanged)
+    );
+    let mut uow = f.store.begin().await.expect("begin");
+    let dup = uow.insert_claim(&all[0]).await;
+    assert!(matches!(dup, Err(StoreError::Conflict("claim"))), "{dup:?}");
+    drop(uow);
+
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(uow.claims().await.expect("claims"), sorted);
+    assert!(uow.delete_claim(&all[0].name).await.expect("delete"));
+    assert!(!uow.delete_claim(&all[0].name).await.expect("gone"));
+    uow.commit().await.expect("commit");
+    let snapshot = f.feed.snapshot(t0()).await.expect("snapshot");
+    assert_eq!(snapshot.claims.len(), 3);
+
+    // A refresh token names its session, live or spent.
+    let (token, first) = refresh(1, t0());
+    let s = session(f, &u, &t, &first).await;
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.session_of_refresh(&token.hash()).await.expect("lookup"),
+        Some(s.clone())
+    );
+    assert_eq!(
+        uow.session_of_refresh(&refresh(2, t0()).0.hash())
+            .await
+            .expect("unknown"),
+        None
+    );
+    uow.commit().await.expect("commit");
+    rotate(f, &token, &refresh(3, t0()).1).await;
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.session_of_refresh(&token.hash())
+            .await
+            .expect("spent")
+            .map(|x| x.id),
+        Some(s.id)
+    );
+}

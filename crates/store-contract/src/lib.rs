@@ -58,6 +58,7 @@ macro_rules! store_contract_tests {
             catalogue_root_tenant_and_metadata,
             audit_events_are_appended_and_paged,
             role_changes_reach_the_feed_and_snapshot,
+            claims_and_sessions_of_refresh_tokens,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

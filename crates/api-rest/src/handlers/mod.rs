@@ -1,6 +1,7 @@
 //! Route handlers, grouped by capability.
 
 mod auth;
+mod claims;
 mod flows;
 mod meta;
 mod mfa;
@@ -50,6 +51,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(rbac::list_permissions, rbac::register_permission))
         .routes(routes!(rbac::list_audit_events))
+        .routes(routes!(claims::list_claims, claims::register_claim))
+        .routes(routes!(claims::delete_claim))
         .routes(routes!(meta::jwks))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))

@@ -1,6 +1,7 @@
 //! End-to-end tests: the binary's router on a random port, against a fresh database (or the
 //! in-memory store), driven over HTTP.
 
+mod claims;
 mod enumeration;
 mod errors;
 mod flow;

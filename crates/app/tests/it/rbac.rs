@@ -255,6 +255,27 @@ async fn matrix(backend: Backend) {
                 expected: StatusCode::ACCEPTED,
             },
         ),
+        (
+            "GET /auth/claims",
+            Case {
+                permission: &["iam.claims.read"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "POST /auth/claims",
+            Case {
+                permission: &["iam.claims.write"],
+                expected: StatusCode::CREATED,
+            },
+        ),
+        (
+            "DELETE /auth/claims/{name}",
+            Case {
+                permission: &["iam.claims.write"],
+                expected: StatusCode::NO_CONTENT,
+            },
+        ),
     ];
     for (n, (endpoint, case)) in cases.iter().enumerate() {
         // Each round gets its own objects, set up by the owner.
@@ -270,6 +291,18 @@ async fn matrix(backend: Backend) {
             )
             .await;
             assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+        if endpoint.starts_with("DELETE /auth/claims") {
+            let r = call(
+                &app,
+                Method::POST,
+                "/auth/claims",
+                &owner,
+                Some(json!({ "name": format!("acme.d{n}"), "scope": "tenant",
+                             "source": { "type": "constant", "value": n } })),
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
         }
         if endpoint.starts_with("DELETE /users/{id}/roles") {
             let r = call(
@@ -339,6 +372,16 @@ async fn matrix(backend: Backend) {
                     "/auth/invite".into(),
                     Some(json!({ "email": format!("invitee{n}@example.com") })),
                 ),
+                "GET /auth/claims" => (Method::GET, "/auth/claims".into(), None),
+                "POST /auth/claims" => (
+                    Method::POST,
+                    "/auth/claims".into(),
+                    Some(json!({ "name": format!("acme.m{n}"), "scope": "tenant",
+                                 "source": { "type": "constant", "value": n } })),
+                ),
+                "DELETE /auth/claims/{name}" => {
+                    (Method::DELETE, format!("/auth/claims/acme.d{n}"), None)
+                }
                 other => panic!("no request for {other}"),
             };
             build(&app, method, &path, &token, body).send()
@@ -377,7 +420,7 @@ async fn matrix(backend: Backend) {
     let items = events["items"].as_array().expect("items");
     let denied = items.iter().filter(|e| e["outcome"] == "denied").count();
     // One refusal per mutating endpoint (reads are not audited).
-    assert_eq!(denied, 11, "{events}");
+    assert_eq!(denied, 13, "{events}");
     assert!(
         items
             .iter()
