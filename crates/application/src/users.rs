@@ -230,20 +230,8 @@ impl UserService {
         changes: UserChanges,
     ) -> Result<User, AdminError> {
         if changes.status == Some(UserStatus::Deleted) {
-            // Audited (and authorised) as the delete it is.
-            let result = self
-                .set_status(
-                    actor,
-                    Operation::DeleteUser,
-                    tenant,
-                    id,
-                    UserStatus::Deleted,
-                )
-                .await;
-            return self
-                .audit
-                .finish(actor, Operation::DeleteUser, tenant, &target(id), result)
-                .await;
+            // Authorised and audited as the delete it is.
+            return self.soft_delete(actor, tenant, id).await;
         }
         let result = self.update_inner(actor, tenant, id, changes).await;
         self.audit
@@ -297,6 +285,15 @@ impl UserService {
         tenant: TenantId,
         id: UserId,
     ) -> Result<(), AdminError> {
+        self.soft_delete(actor, tenant, id).await.map(|_| ())
+    }
+
+    async fn soft_delete(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        id: UserId,
+    ) -> Result<User, AdminError> {
         let result = self
             .set_status(
                 actor,
@@ -309,7 +306,6 @@ impl UserService {
         self.audit
             .finish(actor, Operation::DeleteUser, tenant, &target(id), result)
             .await
-            .map(|_| ())
     }
 
     /// Brings a soft-deleted member back, exactly as they were (name, metadata, memberships and

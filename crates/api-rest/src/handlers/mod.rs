@@ -76,6 +76,19 @@ impl Fields {
         }
     }
 
+    /// A page size: 1 to 200, 50 when not given.
+    fn page_limit(&mut self, limit: Option<usize>) -> usize {
+        self.check(
+            "limit",
+            match limit {
+                None => Ok(50),
+                Some(n @ 1..=200) => Ok(n),
+                Some(_) => Err("must be between 1 and 200"),
+            },
+        )
+        .unwrap_or(50)
+    }
+
     fn finish(self) -> Result<(), ApiError> {
         if self.0.is_empty() {
             Ok(())

@@ -428,14 +428,7 @@ pub async fn list_audit_events(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
     let mut fields = Fields::default();
-    let limit = fields.check(
-        "limit",
-        match q.limit {
-            None => Ok(50),
-            Some(n @ 1..=200) => Ok(n),
-            Some(_) => Err("must be between 1 and 200"),
-        },
-    );
+    let limit = fields.page_limit(q.limit);
     let before = q.cursor.as_deref().map(|c| {
         fields.check(
             "cursor",
@@ -447,12 +440,7 @@ pub async fn list_audit_events(
     fields.finish()?;
     let page = state
         .rbac
-        .audit_events(
-            &admin.actor,
-            admin.tenant,
-            before.flatten(),
-            limit.unwrap_or(50),
-        )
+        .audit_events(&admin.actor, admin.tenant, before.flatten(), limit)
         .await?;
     Ok(Json(AuditList {
         items: page.events.iter().map(audit_body).collect(),

@@ -184,14 +184,7 @@ pub async fn list_users(
     ApiQuery(q): ApiQuery<ListUsersQuery>,
 ) -> Result<Json<UserList>, ApiError> {
     let mut fields = Fields::default();
-    let limit = fields.check(
-        "limit",
-        match q.limit {
-            None => Ok(50),
-            Some(n @ 1..=200) => Ok(n),
-            Some(_) => Err("must be between 1 and 200"),
-        },
-    );
+    let limit = fields.page_limit(q.limit);
     let after = q.cursor.as_deref().map(|c| {
         fields.check(
             "cursor",
@@ -215,13 +208,7 @@ pub async fn list_users(
     };
     let page = state
         .users
-        .list(
-            &admin.actor,
-            admin.tenant,
-            &filter,
-            after.flatten(),
-            limit.unwrap_or(50),
-        )
+        .list(&admin.actor, admin.tenant, &filter, after.flatten(), limit)
         .await?;
     Ok(Json(UserList {
         items: page.users.iter().map(|u| body(u, None)).collect(),
