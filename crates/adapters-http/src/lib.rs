@@ -24,6 +24,9 @@ impl HttpClaimFetcher {
     pub fn new() -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Hooks are the platform's own endpoints: asked directly, never through a proxy
+            // named by the environment.
+            .no_proxy()
             .user_agent(concat!("iam/", env!("CARGO_PKG_VERSION"), " claim-hook"))
             .build()?;
         Ok(Self { client })
@@ -61,9 +64,14 @@ impl ClaimFetcher for HttpClaimFetcher {
         {
             return Err(HookError::Invalid);
         }
-        let bytes = answer.bytes().await.map_err(classify)?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(HookError::Invalid);
+        // Chunk by chunk, so an answer without a length cannot grow past the limit in memory.
+        let mut answer = answer;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = answer.chunk().await.map_err(classify)? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(HookError::Invalid);
+            }
+            bytes.extend_from_slice(&chunk);
         }
         let mut parsed: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|_| HookError::Invalid)?;

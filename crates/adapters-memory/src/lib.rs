@@ -59,6 +59,7 @@ struct State {
     /// Append-only, in the order appended.
     audit: Vec<AuditEvent>,
     claims: std::collections::BTreeMap<ClaimName, ClaimDefinition>,
+    selections: HashMap<[u8; 32], iam_domain::TenantSelection>,
 }
 
 /// A queued, unsent message and its delivery state (sent ones are dropped: nothing persists in
@@ -344,6 +345,49 @@ impl TenantRepo for MemoryUnit {
     async fn ancestors(&mut self, id: TenantId) -> Result<Vec<TenantId>, StoreError> {
         Ok(ancestors_in(&self.state, id))
     }
+
+    async fn insert_selection(
+        &mut self,
+        selection: &iam_domain::TenantSelection,
+    ) -> Result<(), StoreError> {
+        if self.state.selections.contains_key(&selection.token_hash) {
+            return Err(StoreError::Conflict("tenant selection"));
+        }
+        if !self.state.users.contains_key(&selection.user) {
+            return Err(missing("user"));
+        }
+        self.state
+            .selections
+            .insert(selection.token_hash, selection.clone());
+        let hash = selection.token_hash;
+        self.undo.push(Box::new(move |s| {
+            s.selections.remove(&hash);
+        }));
+        Ok(())
+    }
+
+    async fn take_selection(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<iam_domain::TenantSelection>, StoreError> {
+        let live = self
+            .state
+            .selections
+            .get(token_hash)
+            .is_some_and(|s| s.expires_at > now);
+        if !live {
+            return Ok(None);
+        }
+        let Some(taken) = self.state.selections.remove(token_hash) else {
+            return Ok(None);
+        };
+        let back = taken.clone();
+        self.undo.push(Box::new(move |s| {
+            s.selections.insert(back.token_hash, back);
+        }));
+        Ok(Some(taken))
+    }
 }
 
 /// Walks parent links; a cycle (which the stores never allow) ends the walk rather than looping.
@@ -407,7 +451,9 @@ impl SessionRepo for MemoryUnit {
             .state
             .refresh
             .get(token)
+            .filter(|r| r.status == RefreshStatus::Live)
             .and_then(|r| self.state.sessions.get(&r.session))
+            .filter(|s| s.revoked_at.is_none())
             .cloned())
     }
 
@@ -739,7 +785,23 @@ impl MfaRepo for MemoryUnit {
                 },
             );
         }
-        Ok(expired.len() as u64)
+        let stale: Vec<iam_domain::TenantSelection> = self
+            .state
+            .selections
+            .values()
+            .filter(|s| s.expires_at <= before)
+            .cloned()
+            .collect();
+        for s in &stale {
+            self.state.selections.remove(&s.token_hash);
+        }
+        let count = expired.len() + stale.len();
+        self.undo.push(Box::new(move |st| {
+            for s in stale {
+                st.selections.insert(s.token_hash, s);
+            }
+        }));
+        Ok(count as u64)
     }
 }
 

@@ -75,6 +75,7 @@ fn conflict_for(constraint: &str) -> Option<&'static str> {
         "roles_pkey" | "roles_tenant_name_key" => "role",
         "audit_events_pkey" => "audit event",
         "claim_definitions_pkey" => "claim",
+        "tenant_selections_pkey" => "tenant selection",
         _ => return None,
     })
 }

@@ -29,7 +29,9 @@ use crate::rows::{
     MembershipRow, MfaChallengeRow, MfaEnrolmentRow, RecoveryCodeRow, RefreshStateRow,
     RefreshStatus, SessionRow, TenantRow, UserRow,
 };
-use crate::schema::{audit_events, claim_definitions, permissions, platform, roles};
+use crate::schema::{
+    audit_events, claim_definitions, permissions, platform, roles, tenant_selections,
+};
 use crate::schema::{
     memberships, mfa_challenges, mfa_enrolments, recovery_codes, refresh_tokens, sessions, tenants,
     users,
@@ -729,7 +731,8 @@ pub(crate) async fn consume_mfa_challenge(
     Ok(deleted > 0)
 }
 
-/// Deletes challenges that expired before `before`; how many went.
+/// Deletes challenges and tenant selections that expired before `before`; how many went.
+/// Two statements.
 pub(crate) async fn purge_mfa_challenges(
     conn: &mut Conn,
     before: Timestamp,
@@ -739,7 +742,59 @@ pub(crate) async fn purge_mfa_challenges(
             .execute(conn)
             .await
             .map_err(from_diesel)?;
-    Ok(u64::try_from(deleted).unwrap_or(0))
+    let selections =
+        diesel::delete(tenant_selections::table.filter(tenant_selections::expires_at.le(before)))
+            .execute(conn)
+            .await
+            .map_err(from_diesel)?;
+    Ok(u64::try_from(deleted + selections).unwrap_or(0))
+}
+
+pub(crate) async fn insert_selection(
+    conn: &mut Conn,
+    s: &iam_domain::TenantSelection,
+) -> Result<(), StoreError> {
+    diesel::insert_into(tenant_selections::table)
+        .values((
+            tenant_selections::token_hash.eq(s.token_hash.as_slice()),
+            tenant_selections::user_id.eq(s.user.as_uuid()),
+            tenant_selections::amr.eq(&s.amr),
+            tenant_selections::expires_at.eq(s.expires_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+/// One statement: deleting the live row is what spends it, so of two concurrent takes one wins.
+pub(crate) async fn take_selection(
+    conn: &mut Conn,
+    token_hash: &[u8; 32],
+    now: Timestamp,
+) -> Result<Option<iam_domain::TenantSelection>, StoreError> {
+    let row = diesel::delete(
+        tenant_selections::table
+            .filter(tenant_selections::token_hash.eq(token_hash.as_slice()))
+            .filter(tenant_selections::expires_at.gt(now)),
+    )
+    .returning((
+        tenant_selections::user_id,
+        tenant_selections::amr,
+        tenant_selections::expires_at,
+    ))
+    .get_result::<(Uuid, Vec<String>, Timestamp)>(conn)
+    .await
+    .optional()
+    .map_err(from_diesel)?;
+    Ok(
+        row.map(|(user, amr, expires_at)| iam_domain::TenantSelection {
+            token_hash: *token_hash,
+            user: UserId::from_uuid(user),
+            amr,
+            expires_at,
+        }),
+    )
 }
 
 /// Five statements, meant for one REPEATABLE READ transaction so that they agree.
@@ -1086,15 +1141,25 @@ pub(crate) async fn insert_claim(
 pub(crate) async fn claims(
     conn: &mut Conn,
 ) -> Result<Vec<iam_domain::claims::ClaimDefinition>, StoreError> {
-    claim_definitions::table
-        .order(claim_definitions::name)
+    let rows: Vec<ClaimRow> = claim_definitions::table
         .select(ClaimRow::as_select())
         .load(conn)
         .await
-        .map_err(from_diesel)?
+        .map_err(from_diesel)?;
+    // A row the domain no longer accepts is skipped (and logged), not fatal: this feeds every
+    // instance's revocation snapshot, which must not fail for one stale definition.
+    let mut claims: Vec<_> = rows
         .into_iter()
-        .map(iam_domain::claims::ClaimDefinition::try_from)
-        .collect()
+        .filter_map(|row| {
+            let name = row.name.clone();
+            iam_domain::claims::ClaimDefinition::try_from(row)
+                .map_err(|e| tracing::warn!(claim = %name, error = %e, "unusable claim definition skipped"))
+                .ok()
+        })
+        .collect();
+    // Byte order, as the in-memory store sorts, whatever the database's collation.
+    claims.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(claims)
 }
 
 pub(crate) async fn delete_claim(
@@ -1115,6 +1180,8 @@ pub(crate) async fn session_of_refresh(
     Ok(refresh_tokens::table
         .inner_join(sessions::table)
         .filter(refresh_tokens::token_hash.eq(token.as_bytes().as_slice()))
+        .filter(refresh_tokens::status.eq(RefreshStatus::Live.as_str()))
+        .filter(sessions::revoked_at.is_null())
         .select(SessionRow::as_select())
         .get_result(conn)
         .await

@@ -199,3 +199,12 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    tenant_selections (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        amr -> Array<Text>,
+        expires_at -> Timestamptz,
+    }
+}

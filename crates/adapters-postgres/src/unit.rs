@@ -218,6 +218,25 @@ impl TenantRepo for PgUnit {
         let result = queries::ancestors(conn, id).await;
         self.leave(result)
     }
+
+    async fn insert_selection(
+        &mut self,
+        selection: &iam_domain::TenantSelection,
+    ) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::insert_selection(conn, selection).await;
+        self.leave(result)
+    }
+
+    async fn take_selection(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<iam_domain::TenantSelection>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::take_selection(conn, token_hash, now).await;
+        self.leave(result)
+    }
 }
 
 #[async_trait]

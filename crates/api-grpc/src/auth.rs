@@ -111,6 +111,28 @@ impl auth_service_server::AuthService for Auth {
             .map_err(status::auth)?
         {
             SignIn::Tokens(pair) => pb::login_response::Outcome::Tokens(tokens(pair)),
+            SignIn::TenantSelection {
+                selection_token,
+                tenants,
+                expires_in,
+            } => pb::login_response::Outcome::TenantSelection(pb::TenantSelectionRequired {
+                tenants: tenants
+                    .iter()
+                    .map(|c| pb::TenantChoice {
+                        tenant_id: c.tenant.id.to_string(),
+                        name: c.tenant.name.as_str().to_owned(),
+                        status: if c.blocked {
+                            pb::TenantStatus::Blocked
+                        } else {
+                            pb::TenantStatus::Active
+                        }
+                        .into(),
+                        roles: c.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+                    })
+                    .collect(),
+                selection_token: selection_token.expose().to_owned(),
+                expires_in,
+            }),
             SignIn::MfaRequired {
                 mfa_token,
                 expires_in,

@@ -37,6 +37,9 @@ pub fn auth(e: AuthError) -> Status {
         AuthError::InvalidMfaCode => {
             Status::unauthenticated("invalid_mfa_code: the code is wrong or was used already")
         }
+        AuthError::InvalidSelection => Status::unauthenticated(
+            "invalid_selection_token: the tenant-selection token is unknown, spent or expired",
+        ),
         AuthError::InvalidGrant => Status::unauthenticated(
             "invalid_grant: the refresh token is invalid, expired or revoked",
         ),
@@ -78,6 +81,9 @@ pub fn admin(e: AdminError) -> Status {
         }
         AdminError::NotDeleted => Status::failed_precondition("the user is not deleted"),
         AdminError::ClaimNotFound => Status::not_found("claim not found"),
+        AdminError::HooksPlatformOnly => {
+            Status::permission_denied("only the platform may register hook claims")
+        }
         AdminError::ClaimTaken => Status::already_exists("a claim of this name is registered"),
         AdminError::InvalidClaim(e) => invalid("claim", e),
         AdminError::SharedUser => Status::failed_precondition(

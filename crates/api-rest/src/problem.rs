@@ -190,6 +190,11 @@ impl From<AuthError> for ApiError {
                 "invalid_mfa_code",
                 "The code is wrong or was used already",
             ),
+            AuthError::InvalidSelection => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_selection_token",
+                "The tenant-selection token is unknown, spent or expired; sign in again",
+            ),
             AuthError::InvalidGrant => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
@@ -302,12 +307,21 @@ impl From<AdminError> for ApiError {
                 "The tenant's last active owner cannot lose the owner role",
             ),
             AdminError::NotDeleted => conflict("not_deleted", "The user is not deleted"),
+            AdminError::HooksPlatformOnly => Self::new(
+                StatusCode::FORBIDDEN,
+                "hooks_platform_only",
+                "Only the platform's root tenant may register claims whose values come from a hook",
+            ),
             AdminError::ClaimNotFound => {
                 Self::new(StatusCode::NOT_FOUND, "claim_not_found", "No such claim")
             }
             AdminError::ClaimTaken => conflict("claim_taken", "A claim of this name is registered"),
             AdminError::InvalidClaim(e) => Self::validation(vec![FieldError {
-                field: "source".into(),
+                field: match e {
+                    iam_domain::claims::ClaimError::TenantNamespace => "name",
+                    _ => "source",
+                }
+                .into(),
                 message: e.to_string(),
             }]),
             AdminError::SharedUser => conflict(

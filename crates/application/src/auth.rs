@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use iam_domain::mfa::{MFA_CHALLENGE_SECS, MFA_MAX_ATTEMPTS};
+use iam_domain::tenant::SELECTION_SECS;
 use iam_domain::token::Grant;
 use iam_domain::{
     AccessClaims, DisplayName, Email, Membership, MfaChallenge, MfaToken, Password, RecoveryCode,
-    RefreshToken, RoleName, Session, SessionId, Tenant, TenantId, TenantName, TenantStatus,
-    TokenPolicy, User, UserId,
+    RefreshToken, RoleName, Session, SessionId, Tenant, TenantId, TenantName, TenantSelection,
+    TenantStatus, TokenPolicy, User, UserId,
 };
 use iam_domain::{MailId, Weakness};
 use iam_ports::{
@@ -44,6 +45,9 @@ pub enum AuthError {
     /// The second-factor code is wrong, used already, or not the user's.
     #[error("invalid mfa code")]
     InvalidMfaCode,
+    /// The tenant-selection token is unknown, expired or spent.
+    #[error("invalid selection token")]
+    InvalidSelection,
     /// The refresh token is unknown, spent, expired or revoked (OAuth `invalid_grant`).
     #[error("invalid grant")]
     InvalidGrant,
@@ -137,6 +141,22 @@ pub enum SignIn {
         mfa_token: MfaToken,
         expires_in: i64,
     },
+    /// The user belongs to several tenants and named none: pick one with this token
+    /// (`select_tenant`) within `expires_in` seconds.
+    TenantSelection {
+        selection_token: MfaToken,
+        tenants: Vec<TenantChoice>,
+        expires_in: i64,
+    },
+}
+
+/// One of a user's memberships, as offered for selection and listed by `GET /auth/tenants`.
+#[derive(Debug, Clone)]
+pub struct TenantChoice {
+    pub tenant: Tenant,
+    pub roles: Vec<RoleName>,
+    /// Blocked, itself or through an ancestor: no tokens can be had there.
+    pub blocked: bool,
 }
 
 /// A second factor presented to finish a sign-in.
@@ -408,6 +428,28 @@ impl AuthService {
     ) -> Result<SignIn, AuthError> {
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
+        if tenant.is_none() {
+            let memberships = uow.memberships_of(user.id).await?;
+            if memberships.len() > 1 {
+                // Which tenant is the user's to say: no tokens for a guessed one.
+                let tenants = self.choices(&mut *uow, memberships).await?;
+                let token = MfaToken::from_random(random(&*self.ports.rng));
+                uow.insert_selection(&TenantSelection {
+                    token_hash: token.hash(),
+                    user: user.id,
+                    amr,
+                    expires_at: now + Duration::seconds(SELECTION_SECS),
+                })
+                .await?;
+                uow.commit().await?;
+                info!(user.id = %user.id, "first factor passed; tenant selection required");
+                return Ok(SignIn::TenantSelection {
+                    selection_token: token,
+                    tenants,
+                    expires_in: SELECTION_SECS,
+                });
+            }
+        }
         let membership = pick_membership(&mut *uow, user.id, tenant).await?;
         let tenant = self.usable_tenant(&mut *uow, membership.tenant).await?;
         if uow.mfa(user.id).await?.is_some_and(|e| e.is_active()) {
@@ -438,6 +480,96 @@ impl AuthService {
         uow.commit().await?;
         info!(user.id = %user.id, tenant.id = %membership.tenant, "signed in");
         Ok(SignIn::Tokens(pair))
+    }
+
+    /// Memberships as choices, oldest first.
+    async fn choices(
+        &self,
+        uow: &mut dyn UnitOfWork,
+        memberships: Vec<Membership>,
+    ) -> Result<Vec<TenantChoice>, AuthError> {
+        let mut out = Vec::with_capacity(memberships.len());
+        for m in memberships {
+            let Some(tenant) = uow.tenant(m.tenant).await? else {
+                continue;
+            };
+            out.push(TenantChoice {
+                blocked: tenant.status == TenantStatus::Blocked
+                    || self.validator.view().tenant_blocked(tenant.id),
+                tenant,
+                roles: m.roles,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Finishes a sign-in that needed a tenant chosen: the selection token is spent, then the
+    /// sign-in goes on as if the tenant had been named (a second factor may still be due).
+    pub async fn select_tenant(
+        &self,
+        selection_token: &str,
+        tenant: TenantId,
+    ) -> Result<SignIn, AuthError> {
+        let token = MfaToken::parse(selection_token).ok_or(AuthError::InvalidSelection)?;
+        let now = self.ports.clock.now();
+        let mut uow = self.ports.store.begin().await?;
+        let selection = uow
+            .take_selection(&token.hash(), now)
+            .await?
+            .ok_or(AuthError::InvalidSelection)?;
+        let user = uow
+            .user_by_id(selection.user)
+            .await?
+            .filter(User::can_sign_in)
+            .ok_or(AuthError::InvalidCredentials)?;
+        uow.commit().await?;
+        self.first_factor_passed(user, Some(tenant), selection.amr)
+            .await
+    }
+
+    /// The signed-in user's memberships.
+    pub async fn tenants(&self, principal: &Principal) -> Result<Vec<TenantChoice>, AuthError> {
+        let mut uow = self.ports.store.begin().await?;
+        let memberships = uow.memberships_of(principal.user).await?;
+        let choices = self.choices(&mut *uow, memberships).await?;
+        uow.commit().await?;
+        Ok(choices)
+    }
+
+    /// New tokens, in a new session (refresh family) of their own, for another tenant of the
+    /// signed-in user; the current session is left as it is. The authentication methods carry
+    /// over: the user proved them for this sign-in.
+    pub async fn switch_tenant(
+        &self,
+        principal: &Principal,
+        tenant: TenantId,
+    ) -> Result<TokenPair, AuthError> {
+        let mut uow = self.ports.store.begin().await?;
+        let user = uow
+            .user_by_id(principal.user)
+            .await?
+            .filter(User::can_sign_in)
+            .ok_or(AuthError::Unauthenticated(Unauthenticated::UserDisabled))?;
+        let membership = uow
+            .membership(user.id, tenant)
+            .await?
+            .ok_or(AuthError::NotAMember)?;
+        let target = self.usable_tenant(&mut *uow, tenant).await?;
+        uow.commit().await?;
+        let claims = self.custom_claims(&user, &target).await?;
+        let mut uow = self.ports.store.begin().await?;
+        let pair = self
+            .start_session(
+                &mut *uow,
+                &user,
+                &membership,
+                principal.claims.amr.clone(),
+                claims,
+            )
+            .await?;
+        uow.commit().await?;
+        info!(user.id = %user.id, from = %principal.tenant, to = %tenant, "switched tenant");
+        Ok(pair)
     }
 
     /// The tenant, unless it is blocked, itself or through an ancestor.
@@ -598,35 +730,8 @@ impl AuthService {
         };
         let jti = uuid::Builder::from_random_bytes(random(&*self.ports.rng)).into_uuid();
         let mut claims = self.policy.access_claims(&grant, now, jti);
-        claims.extra = custom.values;
-        let limit = self
-            .claims
-            .as_ref()
-            .map_or(usize::MAX, |c| c.limits().per_token_bytes);
-        let mut access_token = self.ports.signer.sign(&claims)?;
-        // Too large: drop the largest claims that may go, until it fits or none may.
-        while access_token.len() > limit {
-            let Some(largest) = claims
-                .extra
-                .iter()
-                .filter(|(k, _)| !custom.required.contains(*k))
-                .max_by_key(|(_, v)| v.to_string().len())
-                .map(|(k, _)| k.clone())
-            else {
-                return Err(AuthError::ClaimsUnavailable(crate::ClaimsUnavailable {
-                    claim: custom
-                        .required
-                        .iter()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    reason: format!("the token would exceed {limit} bytes"),
-                }));
-            };
-            warn!(claim = %largest, limit, "custom claim omitted: the token would be too large");
-            claims.extra.remove(&largest);
-            access_token = self.ports.signer.sign(&claims)?;
-        }
+        claims.extra = self.fit(&claims, custom)?.values;
+        let access_token = self.ports.signer.sign(&claims)?;
         Ok(TokenPair {
             access_token,
             expires_in: self.policy.access_ttl.num_seconds(),
@@ -634,6 +739,57 @@ impl AuthService {
             refresh_expires_in: self.policy.refresh_ttl.num_seconds(),
             tenant: session.tenant,
         })
+    }
+
+    /// The custom claims that fit in the token `base` would be with them: the largest omittable
+    /// ones are dropped until the signed token fits the size limit. Refused only if claims
+    /// that refuse issuance without them cannot fit (a token too large without any custom
+    /// claims is issued as it is: the limit is about what modules add).
+    fn fit(
+        &self,
+        base: &AccessClaims,
+        mut custom: crate::ResolvedClaims,
+    ) -> Result<crate::ResolvedClaims, AuthError> {
+        let Some(service) = &self.claims else {
+            return Ok(crate::ResolvedClaims::default());
+        };
+        if custom.values.is_empty() {
+            return Ok(custom);
+        }
+        let limit = service.limits().per_token_bytes;
+        let mut probe = base.clone();
+        loop {
+            probe.extra = custom.values.clone();
+            if self.ports.signer.sign(&probe)?.len() <= limit {
+                return Ok(custom);
+            }
+            let droppable = custom
+                .values
+                .iter()
+                .filter(|(k, _)| !custom.required.contains(*k))
+                .max_by_key(|(_, v)| v.to_string().len())
+                .map(|(k, _)| k.clone());
+            match droppable {
+                Some(largest) => {
+                    warn!(claim = %largest, limit, "custom claim omitted: the token would be too large");
+                    custom.values.remove(&largest);
+                }
+                None => {
+                    return Err(AuthError::ClaimsUnavailable(crate::ClaimsUnavailable {
+                        claim: custom
+                            .required
+                            .iter()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        reason: format!(
+                            "the claims that refuse issuance without them exceed the \
+                             {limit}-byte token limit (claims.max_token_bytes)"
+                        ),
+                    }));
+                }
+            }
+        }
     }
 
     /// Rotates a refresh token: the presented one is spent and a new pair is issued for the same
@@ -720,14 +876,26 @@ impl AuthService {
         };
         let user = uow.user_by_id(session.user).await?;
         let tenant = uow.tenant(session.tenant).await?;
+        let membership = uow.membership(session.user, session.tenant).await?;
         uow.rollback().await?;
-        let (Some(user), Some(tenant)) = (user, tenant) else {
+        let (Some(user), Some(tenant), Some(membership)) = (user, tenant, membership) else {
             return Ok(None);
         };
-        Ok(Some((
-            session.id,
-            self.custom_claims(&user, &tenant).await?,
-        )))
+        let custom = self.custom_claims(&user, &tenant).await?;
+        // Whether they fit is known now too: a refusal after the rotation would cost the session.
+        let grant = Grant {
+            user: session.user,
+            tenant: session.tenant,
+            roles: membership.roles,
+            session: session.id,
+            amr: session.amr.clone(),
+        };
+        let base = self.policy.access_claims(
+            &grant,
+            self.ports.clock.now(),
+            uuid::Uuid::from_u128(u128::MAX),
+        );
+        Ok(Some((session.id, self.fit(&base, custom)?)))
     }
 
     /// Ends the caller's session: its refresh family is revoked and its access tokens stop

@@ -200,6 +200,9 @@ pub enum AdminError {
     SharedUser,
     #[error("claim not found")]
     ClaimNotFound,
+    /// Hook claims are registered by the platform (root tenant or a service) only.
+    #[error("only the platform may register hook claims")]
+    HooksPlatformOnly,
     #[error("a claim of this name is registered")]
     ClaimTaken,
     #[error("invalid claim: {0}")]

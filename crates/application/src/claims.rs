@@ -77,20 +77,29 @@ impl ClaimService {
     }
 
     /// The claims that reach the tenant's tokens (platform-wide, its own, and its ancestors'
-    /// that include descendants).
+    /// that include descendants), each with whether the tenant owns it: only an owner sees
+    /// where another's values come from.
     pub async fn list(
         &self,
         actor: &Actor,
         tenant: TenantId,
-    ) -> Result<Vec<ClaimDefinition>, AdminError> {
+    ) -> Result<Vec<(ClaimDefinition, bool)>, AdminError> {
         let mut uow = self.ports.store.begin().await?;
         authorize(&mut *uow, actor, Operation::ListClaims, tenant).await?;
         let ancestors = uow.ancestors(tenant).await?;
+        let root = uow.root_tenant().await? == Some(tenant);
         let all = uow.claims().await?;
         uow.commit().await?;
         Ok(all
             .into_iter()
             .filter(|c| c.scope.covers(tenant, &ancestors))
+            .map(|c| {
+                let owned = match c.scope {
+                    ClaimScope::Platform => root,
+                    ClaimScope::Tenant { tenant: t, .. } => t == tenant,
+                };
+                (c, owned)
+            })
             .collect())
     }
 
@@ -110,6 +119,19 @@ impl ClaimService {
             }
             let mut uow = self.ports.store.begin().await?;
             authorize(&mut *uow, actor, Operation::RegisterClaim, tenant).await?;
+            // The platform (its root tenant, or a service) speaks for every module; a tenant
+            // speaks for itself only: its claims are named `tenant.…`, and it may not make the
+            // IAM call URLs of its choosing from inside the platform's network.
+            let platform =
+                matches!(actor.caller, Caller::Service) || uow.root_tenant().await? == Some(tenant);
+            if !platform {
+                if !new.name.is_tenant_namespace() {
+                    return Err(AdminError::InvalidClaim(ClaimError::TenantNamespace));
+                }
+                if matches!(new.source, ClaimSource::Hook(_)) {
+                    return Err(AdminError::HooksPlatformOnly);
+                }
+            }
             let scope = match new.tenant_scope {
                 Some(s) => ClaimScope::Tenant {
                     tenant,

@@ -25,8 +25,8 @@ use iam_ports::{
 };
 
 pub use auth::{
-    AuthError, AuthService, Me, Principal, RegisterCommand, SecondFactor, SignIn, TokenPair,
-    Unauthenticated,
+    AuthError, AuthService, Me, Principal, RegisterCommand, SecondFactor, SignIn, TenantChoice,
+    TokenPair, Unauthenticated,
 };
 pub use authz::{Actor, AdminError, Caller, Operation};
 pub use claims::{ClaimService, ClaimsUnavailable, NewClaim, ResolvedClaims, TenantScope};

@@ -78,6 +78,10 @@ pub enum ClaimError {
     HookTimeout,
     #[error("a metadata field name is 1 to 128 characters")]
     Field,
+    #[error(
+        "claims of a tenant are named `tenant.…`; other namespaces belong to the platform's modules"
+    )]
+    TenantNamespace,
 }
 
 impl ClaimName {
@@ -96,6 +100,12 @@ impl ClaimName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the name is in the namespace every tenant may use (`tenant.…`); the others are
+    /// the platform's modules', so a tenant cannot forge, say, `billing.plan`.
+    pub fn is_tenant_namespace(&self) -> bool {
+        self.0.starts_with("tenant.")
     }
 }
 
@@ -180,14 +190,12 @@ pub struct ClaimHook {
 impl ClaimHook {
     /// Checks a hook's URL and timeout.
     pub fn new(url: &str, timeout_ms: u64, on_failure: FailurePolicy) -> Result<Self, ClaimError> {
-        let lower = url.to_ascii_lowercase();
-        let rest = lower
-            .strip_prefix("https://")
-            .or_else(|| lower.strip_prefix("http://"))
-            .ok_or(ClaimError::HookUrl)?;
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.is_empty()
-            || authority.contains('@')
+        // Parsed as every request will parse it, so a URL accepted here is one that can be asked.
+        let parsed = url::Url::parse(url).map_err(|_| ClaimError::HookUrl)?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none_or(str::is_empty)
+            || !parsed.username().is_empty()
+            || parsed.password().is_some()
             || url.len() > 2048
             || url.chars().any(|c| c.is_control() || c.is_whitespace())
         {
@@ -312,6 +320,7 @@ mod tests {
             "http://",
             "http://user:pw@host/",
             "http://host/a b",
+            "http://a:b:c/",
         ] {
             assert_eq!(
                 ClaimHook::new(bad, 200, FailurePolicy::Omit),

@@ -27,7 +27,7 @@ pub use mfa::{MfaChallenge, MfaEnrolment, MfaToken, RecoveryCode, StoredRecovery
 pub use password::{Password, PasswordError, PasswordHash, Weakness};
 pub use rbac::{Grants, Permission, PermissionDef, PermissionError, Role, RoleId, SystemRole};
 pub use session::{RefreshToken, RefreshTokenHash, Session};
-pub use tenant::{Membership, RoleName, Tenant, TenantName, TenantStatus};
+pub use tenant::{Membership, RoleName, Tenant, TenantName, TenantSelection, TenantStatus};
 pub use token::{AccessClaims, Audience, ClaimsError, Grant, TokenPolicy};
 pub use user::{DisplayName, Metadata, MetadataError, NameError, User, UserStatus};
 

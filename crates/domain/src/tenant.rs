@@ -115,6 +115,20 @@ impl RoleName {
     }
 }
 
+/// A passed first factor of a user with several memberships, waiting for the client to pick
+/// the tenant (`POST /auth/select-tenant`); single use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSelection {
+    pub token_hash: [u8; 32],
+    pub user: UserId,
+    /// Methods of the first factor, carried into the session.
+    pub amr: Vec<String>,
+    pub expires_at: Timestamp,
+}
+
+/// How long a tenant selection stays usable.
+pub const SELECTION_SECS: i64 = 300;
+
 /// A user's membership of a tenant, with the roles held there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {

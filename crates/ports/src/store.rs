@@ -11,8 +11,8 @@ use iam_domain::claims::{ClaimDefinition, ClaimName};
 use iam_domain::{AuditEvent, AuditId, PermissionDef, Role, RoleId, RoleName};
 use iam_domain::{
     Email, LinkKind, LinkToken, MailMessage, Membership, MfaChallenge, MfaEnrolment, PasswordHash,
-    RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantStatus,
-    Timestamp, User, UserId, UserStatus,
+    RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant, TenantId, TenantSelection,
+    TenantStatus, Timestamp, User, UserId, UserStatus,
 };
 
 use crate::BoxError;
@@ -157,6 +157,17 @@ pub trait TenantRepo: Send {
     /// The tenant's ancestors, nearest first (parent, grandparent, …); empty for a top-level or
     /// unknown tenant. One query, not a walk of round trips.
     async fn ancestors(&mut self, id: TenantId) -> Result<Vec<TenantId>, StoreError>;
+
+    /// Stores a pending tenant selection.
+    async fn insert_selection(&mut self, selection: &TenantSelection) -> Result<(), StoreError>;
+
+    /// Spends a live selection (unexpired at `now`) and returns it; `None` for an unknown, spent
+    /// or expired one.
+    async fn take_selection(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<TenantSelection>, StoreError>;
 }
 
 /// Sessions (refresh-token families).
@@ -180,7 +191,7 @@ pub trait SessionRepo: Send {
     /// Looks a session up by id.
     async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError>;
 
-    /// The session a refresh token belongs to, whatever the token's state.
+    /// The session a live refresh token (not spent, of an unrevoked session) belongs to.
     async fn session_of_refresh(
         &mut self,
         token: &RefreshTokenHash,
@@ -252,7 +263,8 @@ pub trait MfaRepo: Send {
     /// Ends a challenge (it succeeded); `false` if it was gone already.
     async fn consume_mfa_challenge(&mut self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
 
-    /// Deletes challenges that expired at or before `before`; returns how many.
+    /// Deletes challenges and tenant selections that expired at or before `before`; returns how
+    /// many.
     async fn purge_mfa_challenges(&mut self, before: Timestamp) -> Result<u64, StoreError>;
 }
 

@@ -1516,7 +1516,7 @@ pub async fn role_changes_reach_the_feed_and_snapshot(f: &Fixture) {
 }
 
 /// Claim definitions of every source and scope round-trip, names are unique, deletes publish,
-/// and a refresh token leads back to its session whatever its state.
+/// and a live refresh token leads back to its session (a spent one does not).
 pub async fn claims_and_sessions_of_refresh_tokens(f: &Fixture) {
     use iam_domain::claims::{
         ClaimDefinition, ClaimHook, ClaimName, ClaimScope, ClaimSource, FailurePolicy,
@@ -1602,9 +1602,13 @@ pub async fn claims_and_sessions_of_refresh_tokens(f: &Fixture) {
     rotate(f, &token, &refresh(3, t0()).1).await;
     let mut uow = f.store.begin().await.expect("begin");
     assert_eq!(
-        uow.session_of_refresh(&token.hash())
+        uow.session_of_refresh(&token.hash()).await.expect("spent"),
+        None
+    );
+    assert_eq!(
+        uow.session_of_refresh(&refresh(3, t0()).0.hash())
             .await
-            .expect("spent")
+            .expect("successor")
             .map(|x| x.id),
         Some(s.id)
     );

@@ -210,7 +210,8 @@ async fn migrate_applies_everything_to_an_empty_database() {
             "00000000000004".to_owned(),
             "00000000000005".to_owned(),
             "00000000000006".to_owned(),
-            "00000000000007".to_owned()
+            "00000000000007".to_owned(),
+            "00000000000008".to_owned()
         ]
     );
     assert!(migrate(&db.url).await.expect("migrate again").is_empty());

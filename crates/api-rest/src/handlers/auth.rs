@@ -130,12 +130,69 @@ pub struct MfaRequired {
     expires_in: i64,
 }
 
-/// Tokens, or a second-factor challenge.
+/// The user belongs to several tenants and named none.
+#[derive(Serialize, ToSchema)]
+pub struct SelectionRequired {
+    /// Always `true`.
+    tenant_selection_required: bool,
+    /// The user's tenants.
+    tenants: Vec<TenantChoiceBody>,
+    /// Present it with a `tenant_id` to `POST /auth/select-tenant`.
+    selection_token: String,
+    /// Seconds the token stays usable.
+    expires_in: i64,
+}
+
+/// One of the caller's tenants.
+#[derive(Serialize, ToSchema)]
+pub struct TenantChoiceBody {
+    tenant_id: Uuid,
+    name: String,
+    /// In force: `blocked` if the tenant or an ancestor is blocked.
+    status: &'static str,
+    roles: Vec<String>,
+}
+
+fn choice_body(c: &iam_application::TenantChoice) -> TenantChoiceBody {
+    TenantChoiceBody {
+        tenant_id: c.tenant.id.as_uuid(),
+        name: c.tenant.name.as_str().to_owned(),
+        status: if c.blocked { "blocked" } else { "active" },
+        roles: c.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+    }
+}
+
+/// Tokens, a second-factor challenge, or a tenant to choose.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum LoginResponse {
     Tokens(TokenResponse),
     Mfa(MfaRequired),
+    TenantSelection(SelectionRequired),
+}
+
+fn login_body(outcome: SignIn) -> LoginResponse {
+    match outcome {
+        SignIn::Tokens(pair) => LoginResponse::Tokens(token_body(pair)),
+        SignIn::MfaRequired {
+            mfa_token,
+            expires_in,
+        } => LoginResponse::Mfa(MfaRequired {
+            mfa_required: true,
+            mfa_token: mfa_token.expose().to_owned(),
+            expires_in,
+        }),
+        SignIn::TenantSelection {
+            selection_token,
+            tenants,
+            expires_in,
+        } => LoginResponse::TenantSelection(SelectionRequired {
+            tenant_selection_required: true,
+            tenants: tenants.iter().map(choice_body).collect(),
+            selection_token: selection_token.expose().to_owned(),
+            expires_in,
+        }),
+    }
 }
 
 pub(crate) fn token_body(pair: TokenPair) -> TokenResponse {
@@ -196,17 +253,95 @@ pub async fn login(
             client,
         )
         .await?;
-    Ok(no_store(match outcome {
-        SignIn::Tokens(pair) => LoginResponse::Tokens(token_body(pair)),
-        SignIn::MfaRequired {
-            mfa_token,
-            expires_in,
-        } => LoginResponse::Mfa(MfaRequired {
-            mfa_required: true,
-            mfa_token: mfa_token.expose().to_owned(),
-            expires_in,
-        }),
+    Ok(no_store(login_body(outcome)))
+}
+
+/// A tenant chosen for a pending sign-in.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectTenantRequest {
+    selection_token: String,
+    tenant_id: Uuid,
+}
+
+/// Finishes a sign-in that answered `tenant_selection_required`: tokens for the chosen tenant, or
+/// a second-factor challenge. The selection token is single use.
+#[utoipa::path(
+    post, path = "/auth/select-tenant", tag = "auth",
+    request_body = SelectTenantRequest,
+    responses(
+        (status = 200, description = "Signed in, or the second factor is due", body = LoginResponse),
+        (status = 401, description = "Unknown, spent or expired selection token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a member of that tenant, or it is blocked", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn select_tenant(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SelectTenantRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let outcome = state
+        .auth
+        .select_tenant(&body.selection_token, TenantId::from_uuid(body.tenant_id))
+        .await?;
+    Ok(no_store(login_body(outcome)))
+}
+
+/// The caller's tenants.
+#[derive(Serialize, ToSchema)]
+pub struct TenantList {
+    items: Vec<TenantChoiceBody>,
+}
+
+/// The caller's memberships, with each tenant's status in force.
+#[utoipa::path(
+    get, path = "/auth/tenants", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's tenants", body = TenantList),
+        (status = 401, description = "Missing or unusable access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn tenants(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<TenantList>, ApiError> {
+    let choices = state.auth.tenants(&principal).await?;
+    Ok(Json(TenantList {
+        items: choices.iter().map(choice_body).collect(),
     }))
+}
+
+/// The tenant to switch to.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchTenantRequest {
+    tenant_id: Uuid,
+}
+
+/// New tokens, and a new refresh family, for another of the caller's tenants. The current
+/// tokens stay valid for their own tenant; a refresh token never crosses tenants.
+#[utoipa::path(
+    post, path = "/auth/switch-tenant", tag = "auth",
+    security(("bearer" = [])),
+    request_body = SwitchTenantRequest,
+    responses(
+        (status = 200, description = "Tokens for the other tenant", body = TokenResponse),
+        (status = 401, description = "Missing or unusable access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a member of that tenant, or it is blocked", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A custom claim the token needs is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn switch_tenant(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    ApiJson(body): ApiJson<SwitchTenantRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let pair = state
+        .auth
+        .switch_tenant(&principal, TenantId::from_uuid(body.tenant_id))
+        .await?;
+    Ok(tokens(pair))
 }
 
 /// A refresh token to rotate.

@@ -67,12 +67,14 @@ pub struct ClaimBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     tenant_id: Option<Uuid>,
     include_descendants: bool,
-    source: SourceBody,
+    /// Shown to the tenant that registered the claim only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceBody>,
     #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
 }
 
-fn body(c: &ClaimDefinition) -> ClaimBody {
+fn body(c: &ClaimDefinition, owned: bool) -> ClaimBody {
     let (scope, tenant_id, include_descendants) = match c.scope {
         ClaimScope::Platform => ("platform", None, false),
         ClaimScope::Tenant {
@@ -85,7 +87,7 @@ fn body(c: &ClaimDefinition) -> ClaimBody {
         scope,
         tenant_id,
         include_descendants,
-        source: match &c.source {
+        source: owned.then(|| match &c.source {
             ClaimSource::Constant(v) => SourceBody::Constant { value: v.clone() },
             ClaimSource::UserMetadata(f) => SourceBody::UserMetadata { field: f.clone() },
             ClaimSource::TenantMetadata(f) => SourceBody::TenantMetadata { field: f.clone() },
@@ -94,7 +96,7 @@ fn body(c: &ClaimDefinition) -> ClaimBody {
                 timeout_ms: u64::try_from(h.timeout.as_millis()).unwrap_or(u64::MAX),
                 on_failure: h.on_failure,
             },
-        },
+        }),
         created_at: c.created_at,
     }
 }
@@ -120,7 +122,7 @@ pub async fn list_claims(
 ) -> Result<Json<ClaimList>, ApiError> {
     let claims = state.claims.list(&admin.actor, admin.tenant).await?;
     Ok(Json(ClaimList {
-        items: claims.iter().map(body).collect(),
+        items: claims.iter().map(|(c, owned)| body(c, *owned)).collect(),
     }))
 }
 
@@ -184,7 +186,7 @@ pub async fn register_claim(
             },
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(body(&def))))
+    Ok((StatusCode::CREATED, Json(body(&def, true))))
 }
 
 /// Deletes a claim: no token is issued with it from now on.

@@ -225,6 +225,22 @@ async fn hooks_and_policies(backend: Backend) {
     let claims = custom(&app, refreshed["access_token"].as_str().expect("t")).await;
     assert_eq!(claims["billing.plan"]["tier"], "pro");
 
+    // Other tenants see that platform claims exist, not where their values come from.
+    let seen: Value = send(&app, Method::GET, "/auth/claims", token, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let items = seen["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{seen}");
+    assert!(items.iter().all(|c| c.get("source").is_none()), "{seen}");
+    let own: Value = send(&app, Method::GET, "/auth/claims", &root_token, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(own["items"][0]["source"]["type"].is_string(), "{own}");
+
     // Deleting stops injection at once.
     let r = send(
         &app,
@@ -401,28 +417,28 @@ async fn scoping(backend: Backend) {
     registered(
         &app,
         &ada_token,
-        json!({ "name": "acme.only", "scope": "tenant",
+        json!({ "name": "tenant.only", "scope": "tenant",
         "source": { "type": "constant", "value": true } }),
     )
     .await;
     registered(
         &app,
         &ada_token,
-        json!({ "name": "acme.tree", "scope": "tenant", "include_descendants": true,
+        json!({ "name": "tenant.tree", "scope": "tenant", "include_descendants": true,
         "source": { "type": "constant", "value": { "k": 1 } } }),
     )
     .await;
     registered(
         &app,
         &ada_token,
-        json!({ "name": "acme.region", "scope": "tenant", "include_descendants": true,
+        json!({ "name": "tenant.region", "scope": "tenant", "include_descendants": true,
         "source": { "type": "tenant_metadata", "field": "region" } }),
     )
     .await;
     registered(
         &app,
         &ada_token,
-        json!({ "name": "acme.nick", "scope": "tenant",
+        json!({ "name": "tenant.nick", "scope": "tenant",
         "source": { "type": "user_metadata", "field": "nick" } }),
     )
     .await;
@@ -436,13 +452,15 @@ async fn scoping(backend: Backend) {
     .await;
     assert_eq!(r.status(), StatusCode::OK);
 
-    let at_parent = app.login("ada@example.com").await;
+    let r = login_as(&app, "ada@example.com", Some(&parent.to_string())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let at_parent: Value = r.json().await.expect("json");
     let claims = custom(&app, at_parent["access_token"].as_str().expect("t")).await;
-    assert_eq!(claims["acme.only"], true);
-    assert_eq!(claims["acme.tree"]["k"], 1.0);
-    assert_eq!(claims["acme.nick"], "countess");
+    assert_eq!(claims["tenant.only"], true);
+    assert_eq!(claims["tenant.tree"]["k"], 1.0);
+    assert_eq!(claims["tenant.nick"], "countess");
     assert!(
-        claims.get("acme.region").is_none(),
+        claims.get("tenant.region").is_none(),
         "the parent has no region: {claims}"
     );
 
@@ -450,10 +468,98 @@ async fn scoping(backend: Backend) {
     assert_eq!(r.status(), StatusCode::OK);
     let at_child: Value = r.json().await.expect("json");
     let claims = custom(&app, at_child["access_token"].as_str().expect("t")).await;
-    assert!(claims.get("acme.only").is_none(), "{claims}");
-    assert!(claims.get("acme.nick").is_none(), "{claims}");
-    assert_eq!(claims["acme.tree"]["k"], 1.0);
-    assert_eq!(claims["acme.region"], "eu-west");
+    assert!(claims.get("tenant.only").is_none(), "{claims}");
+    assert!(claims.get("tenant.nick").is_none(), "{claims}");
+    assert_eq!(claims["tenant.tree"]["k"], 1.0);
+    assert_eq!(claims["tenant.region"], "eu-west");
+
+    // Without a tenant named, Ada is asked to choose; choosing the child gives its claims.
+    let r = login_as(&app, "ada@example.com", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let pick: Value = r.json().await.expect("json");
+    assert_eq!(pick["tenant_selection_required"], true);
+    assert_eq!(pick["tenants"].as_array().expect("tenants").len(), 2);
+    assert!(pick.get("access_token").is_none());
+    let chosen = app
+        .post(
+            "/auth/select-tenant",
+            json!({ "selection_token": pick["selection_token"], "tenant_id": child.id.to_string() }),
+        )
+        .await;
+    assert_eq!(chosen.status(), StatusCode::OK);
+    let chosen: Value = chosen.json().await.expect("json");
+    assert_eq!(chosen["tenant_id"], child.id.to_string());
+    let claims = custom(&app, chosen["access_token"].as_str().expect("t")).await;
+    assert_eq!(claims["tenant.region"], "eu-west");
+    let again = app
+        .post(
+            "/auth/select-tenant",
+            json!({ "selection_token": pick["selection_token"], "tenant_id": child.id.to_string() }),
+        )
+        .await;
+    let (status, body) = problem(again).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_selection_token"))
+    );
+
+    // Switching from the parent's session to the child: new tokens, with the child's claims;
+    // a refresh there stays there.
+    let switched = send(
+        &app,
+        Method::POST,
+        "/auth/switch-tenant",
+        at_parent["access_token"].as_str().expect("t"),
+        Some(json!({ "tenant_id": child.id.to_string() })),
+    )
+    .await;
+    assert_eq!(switched.status(), StatusCode::OK);
+    let switched: Value = switched.json().await.expect("json");
+    assert_eq!(switched["tenant_id"], child.id.to_string());
+    let claims = custom(&app, switched["access_token"].as_str().expect("t")).await;
+    assert_eq!(claims["tenant.region"], "eu-west");
+    assert!(claims.get("tenant.only").is_none());
+    let refreshed: Value = app
+        .post(
+            "/auth/refresh",
+            json!({ "refresh_token": switched["refresh_token"] }),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(refreshed["tenant_id"], child.id.to_string());
+    assert_eq!(
+        custom(&app, refreshed["access_token"].as_str().expect("t")).await["tenant.region"],
+        "eu-west"
+    );
+    let listed: Value = send(
+        &app,
+        Method::GET,
+        "/auth/tenants",
+        at_parent["access_token"].as_str().expect("t"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(listed["items"].as_array().expect("items").len(), 2);
+    let (status, body) = problem(
+        send(
+            &app,
+            Method::POST,
+            "/auth/switch-tenant",
+            bob["access_token"].as_str().expect("t"),
+            Some(json!({ "tenant_id": child.id.to_string() })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_a_member"))
+    );
 
     // Bob's tenant gets none of them, and cannot see or delete them.
     let claims = custom(&app, bob["access_token"].as_str().expect("t")).await;
@@ -469,7 +575,7 @@ async fn scoping(backend: Backend) {
         send(
             &app,
             Method::DELETE,
-            "/auth/claims/acme.tree",
+            "/auth/claims/tenant.tree",
             bob_token,
             None,
         )
@@ -524,7 +630,7 @@ async fn registrations_are_validated() {
         register(
             &app,
             token,
-            json!({ "name": "acme.big", "scope": "tenant",
+            json!({ "name": "tenant.big", "scope": "tenant",
             "source": { "type": "constant", "value": "x".repeat(2000) } }),
         )
         .await,
@@ -556,7 +662,7 @@ async fn registrations_are_validated() {
             register(
                 &app,
                 token,
-                json!({ "name": "acme.x", "scope": "tenant", "source": source }),
+                json!({ "name": "tenant.x", "scope": "tenant", "source": source }),
             )
             .await,
         )
@@ -567,7 +673,7 @@ async fn registrations_are_validated() {
             "{body}"
         );
     }
-    let (status, body) = problem(register(&app, token, json!({ "name": "acme.x", "scope": "tenant",
+    let (status, body) = problem(register(&app, token, json!({ "name": "tenant.x", "scope": "tenant",
         "source": { "type": "hook", "url": "http://h/", "timeout_ms": 10, "on_failure": "sometimes" } })).await).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // Platform-wide claims are for the root tenant.
@@ -575,7 +681,7 @@ async fn registrations_are_validated() {
         register(
             &app,
             token,
-            json!({ "name": "acme.x", "scope": "platform",
+            json!({ "name": "tenant.x", "scope": "platform",
         "source": { "type": "constant", "value": 1 } }),
         )
         .await,
@@ -585,8 +691,8 @@ async fn registrations_are_validated() {
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("not_platform_root"))
     );
-    registered(&app, token, constant("acme.once")).await;
-    let (status, body) = problem(register(&app, token, constant("acme.once")).await).await;
+    registered(&app, token, constant("tenant.once")).await;
+    let (status, body) = problem(register(&app, token, constant("tenant.once")).await).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::CONFLICT, Some("claim_taken"))
@@ -608,7 +714,7 @@ async fn registrations_are_validated() {
         (status, body["detail"].as_str()),
         (StatusCode::FORBIDDEN, Some("requires iam.claims.read"))
     );
-    let (status, body) = problem(register(&app, mia, constant("acme.mine")).await).await;
+    let (status, body) = problem(register(&app, mia, constant("tenant.mine")).await).await;
     assert_eq!(
         (status, body["detail"].as_str()),
         (StatusCode::FORBIDDEN, Some("requires iam.claims.write"))
@@ -626,7 +732,7 @@ async fn tokens_stay_within_the_size_limit() {
         registered(
             &app,
             token,
-            json!({ "name": format!("acme.c{n}"), "scope": "tenant",
+            json!({ "name": format!("tenant.c{n}"), "scope": "tenant",
             "source": { "type": "constant", "value": "y".repeat(880 + n) } }),
         )
         .await;
@@ -638,7 +744,7 @@ async fn tokens_stay_within_the_size_limit() {
     let kept = claims.as_object().expect("object").len();
     assert!((1..5).contains(&kept), "{kept}");
     assert!(
-        claims.get("acme.c4").is_none(),
+        claims.get("tenant.c4").is_none(),
         "the largest goes first: {claims}"
     );
 }

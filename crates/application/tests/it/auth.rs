@@ -1,5 +1,5 @@
 use chrono::Duration;
-use iam_application::{AuthError, Unauthenticated};
+use iam_application::{AuthError, SignIn, Unauthenticated};
 use iam_domain::{
     DisplayName, Email, Membership, Password, RefreshToken, RoleName, Session, SessionId, Tenant,
     TenantId, TenantName, TenantStatus, User, UserId, UserStatus,
@@ -165,14 +165,108 @@ async fn tenant_choice_membership_and_blocking() {
         .login(&email, &password, Some(stranger), CLIENT)
         .await;
     assert!(matches!(r, Err(AuthError::NotAMember)), "{r:?}");
-    // Without a choice, the oldest membership (the tenant from registration) is used.
-    let pair = crate::support::tokens(
-        h.auth
+    // Without a choice, a user of several tenants is asked to pick one, and nothing is issued.
+    let pick = || async {
+        match h
+            .auth
             .login(&email, &password, None, CLIENT)
             .await
-            .expect("login"),
+            .expect("first factor")
+        {
+            SignIn::TenantSelection {
+                selection_token,
+                tenants,
+                expires_in,
+            } => {
+                assert_eq!(expires_in, 300);
+                (selection_token.expose().to_owned(), tenants)
+            }
+            other => panic!("expected a tenant selection, got {other:?}"),
+        }
+    };
+    let (token, tenants) = pick().await;
+    assert_eq!(tenants.len(), 2);
+    assert!(!tenants[0].blocked, "the registration tenant first");
+    assert!(tenants[1].blocked && tenants[1].tenant.id == blocked.id);
+    let own = tenants[0].tenant.id;
+    let pair = crate::support::tokens(h.auth.select_tenant(&token, own).await.expect("select"));
+    assert_eq!(pair.tenant, own);
+    // Single use, and blocked tenants stay closed.
+    let r = h.auth.select_tenant(&token, own).await;
+    assert!(matches!(r, Err(AuthError::InvalidSelection)), "{r:?}");
+    let (token, _) = pick().await;
+    let r = h.auth.select_tenant(&token, blocked.id).await;
+    assert!(matches!(r, Err(AuthError::TenantBlocked)), "{r:?}");
+    let r = h.auth.select_tenant("not-a-token", own).await;
+    assert!(matches!(r, Err(AuthError::InvalidSelection)), "{r:?}");
+    let (token, _) = pick().await;
+    h.clock.advance(Duration::seconds(301));
+    let r = h.auth.select_tenant(&token, own).await;
+    assert!(
+        matches!(r, Err(AuthError::InvalidSelection)),
+        "expired: {r:?}"
     );
-    assert_ne!(pair.tenant, blocked.id);
+}
+
+#[tokio::test]
+async fn switching_tenant_opens_a_separate_family() {
+    let h = Harness::new().await;
+    h.register("ada@example.com").await;
+    h.register("bob@example.com").await;
+    let bob_tenant = h
+        .login("bob@example.com", PASSWORD)
+        .await
+        .expect("bob")
+        .tenant;
+    let ada = h.login("ada@example.com", PASSWORD).await.expect("ada");
+    let principal = h.auth.authenticate(&ada.access_token).await.expect("ada");
+    // Not a member of Bob's tenant: refused.
+    let r = h.auth.switch_tenant(&principal, bob_tenant).await;
+    assert!(matches!(r, Err(AuthError::NotAMember)), "{r:?}");
+    // Made one, she switches: new tokens there, in a session of their own.
+    {
+        let mut uow = h.store.begin().await.expect("begin");
+        uow.insert_membership(&Membership {
+            tenant: bob_tenant,
+            user: principal.user,
+            roles: vec![RoleName::parse("member").expect("role")],
+            created_at: start() + Duration::seconds(5),
+        })
+        .await
+        .expect("membership");
+        uow.commit().await.expect("commit");
+    }
+    let there = h
+        .auth
+        .switch_tenant(&principal, bob_tenant)
+        .await
+        .expect("switch");
+    assert_eq!(there.tenant, bob_tenant);
+    let p2 = h
+        .auth
+        .authenticate(&there.access_token)
+        .await
+        .expect("valid");
+    assert_eq!(p2.tenant, bob_tenant);
+    assert_ne!(p2.session, principal.session);
+    assert_eq!(p2.roles, vec!["member".to_owned()]);
+    assert_eq!(p2.claims.amr, principal.claims.amr);
+    // Each refresh token stays in its own tenant.
+    let a = h
+        .auth
+        .refresh(ada.refresh_token.expose(), CLIENT)
+        .await
+        .expect("refresh A");
+    assert_eq!(a.tenant, ada.tenant);
+    let b = h
+        .auth
+        .refresh(there.refresh_token.expose(), CLIENT)
+        .await
+        .expect("refresh B");
+    assert_eq!(b.tenant, bob_tenant);
+    // The memberships are listed with their standing.
+    let listed = h.auth.tenants(&p2).await.expect("tenants");
+    assert_eq!(listed.len(), 2);
 }
 
 #[tokio::test]

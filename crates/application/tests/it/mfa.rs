@@ -43,6 +43,7 @@ async fn challenge(h: &Harness, email: &str) -> String {
             mfa_token.expose().to_owned()
         }
         SignIn::Tokens(_) => panic!("tokens without the second factor"),
+        SignIn::TenantSelection { .. } => panic!("unexpected tenant selection"),
     }
 }
 

@@ -187,5 +187,6 @@ pub fn tokens(outcome: SignIn) -> iam_application::TokenPair {
     match outcome {
         SignIn::Tokens(pair) => pair,
         SignIn::MfaRequired { .. } => panic!("unexpected second-factor challenge"),
+        SignIn::TenantSelection { .. } => panic!("unexpected tenant selection"),
     }
 }
