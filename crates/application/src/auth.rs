@@ -264,10 +264,10 @@ impl AuthService {
         tenant: &Tenant,
     ) -> Result<crate::ResolvedClaims, AuthError> {
         match &self.claims {
-            Some(c) => c
-                .resolve(user, tenant)
-                .await
-                .map_err(AuthError::ClaimsUnavailable),
+            Some(c) => c.resolve(user, tenant).await.map_err(|e| match e {
+                crate::claims::ResolveError::Refused(r) => AuthError::ClaimsUnavailable(r),
+                crate::claims::ResolveError::Store(s) => AuthError::from(s),
+            }),
             None => Ok(crate::ResolvedClaims::default()),
         }
     }

@@ -37,6 +37,17 @@ pub struct ResolvedClaims {
     pub required: BTreeSet<String>,
 }
 
+/// Why claims could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// A claim that refuses issuance without it is unavailable.
+    #[error(transparent)]
+    Refused(#[from] ClaimsUnavailable),
+    /// The store could not say which tenants are above this one.
+    #[error("the store is unavailable")]
+    Store(#[source] iam_ports::StoreError),
+}
+
 /// Why no token may be issued with the claims it needs.
 #[derive(Debug, thiserror::Error)]
 #[error("claim {claim} is unavailable: {reason}")]
@@ -237,7 +248,7 @@ impl ClaimService {
         &self,
         user: &User,
         tenant: &Tenant,
-    ) -> Result<ResolvedClaims, ClaimsUnavailable> {
+    ) -> Result<ResolvedClaims, ResolveError> {
         let defs = self.view.claims();
         if defs.is_empty() {
             return Ok(ResolvedClaims::default());
@@ -305,24 +316,25 @@ impl ClaimService {
                 }
                 (Err(reason), FailurePolicy::Refuse) => {
                     warn!(claim = def.name.as_str(), %reason, "custom claim unavailable: no token issued");
-                    return Err(ClaimsUnavailable {
+                    return Err(ResolveError::Refused(ClaimsUnavailable {
                         claim: def.name.as_str().to_owned(),
                         reason,
-                    });
+                    }));
                 }
             }
         }
         Ok(out)
     }
 
-    async fn ancestors(&self, tenant: TenantId) -> Result<Vec<TenantId>, ClaimsUnavailable> {
-        let unavailable = |e: iam_ports::StoreError| ClaimsUnavailable {
-            claim: "(scope)".into(),
-            reason: e.to_string(),
-        };
-        let mut uow = self.ports.store.begin().await.map_err(unavailable)?;
-        let ancestors = uow.ancestors(tenant).await.map_err(unavailable)?;
-        uow.commit().await.map_err(unavailable)?;
+    async fn ancestors(&self, tenant: TenantId) -> Result<Vec<TenantId>, ResolveError> {
+        let mut uow = self
+            .ports
+            .store
+            .begin()
+            .await
+            .map_err(ResolveError::Store)?;
+        let ancestors = uow.ancestors(tenant).await.map_err(ResolveError::Store)?;
+        uow.commit().await.map_err(ResolveError::Store)?;
         Ok(ancestors)
     }
 }

@@ -29,7 +29,9 @@ pub use auth::{
     TokenPair, Unauthenticated,
 };
 pub use authz::{Actor, AdminError, Caller, Operation};
-pub use claims::{ClaimService, ClaimsUnavailable, NewClaim, ResolvedClaims, TenantScope};
+pub use claims::{
+    ClaimService, ClaimsUnavailable, NewClaim, ResolveError, ResolvedClaims, TenantScope,
+};
 pub use client::TrustedProxies;
 pub use flows::{Composer, FlowError, FlowPolicy, Flows, Joined};
 pub use keys::{KeyError, KeyService};
