@@ -54,7 +54,7 @@ pub(crate) async fn insert_user(
             users::email_verified.eq(user.email_verified),
             users::created_at.eq(user.created_at),
             users::updated_at.eq(user.updated_at),
-            users::metadata.eq(serde_json::Value::Object(user.metadata.as_map().clone())),
+            users::metadata.eq(user.metadata.to_value()),
         ))
         .execute(conn)
         .await
@@ -111,7 +111,7 @@ pub(crate) async fn update_user(conn: &mut Conn, user: &User) -> Result<Option<b
             users::display_name.eq(user.name.as_str()),
             users::status.eq(user.status.as_str()),
             users::email_verified.eq(user.email_verified),
-            users::metadata.eq(serde_json::Value::Object(user.metadata.as_map().clone())),
+            users::metadata.eq(user.metadata.to_value()),
             users::updated_at.eq(user.updated_at),
         ))
         .execute(conn)
@@ -179,7 +179,7 @@ pub(crate) async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<()
             tenants::status.eq(tenant.status.as_str()),
             tenants::created_at.eq(tenant.created_at),
             tenants::updated_at.eq(tenant.updated_at),
-            tenants::metadata.eq(serde_json::Value::Object(tenant.metadata.as_map().clone())),
+            tenants::metadata.eq(tenant.metadata.to_value()),
         ))
         .execute(conn)
         .await

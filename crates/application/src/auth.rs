@@ -730,8 +730,7 @@ impl AuthService {
         };
         let jti = uuid::Builder::from_random_bytes(random(&*self.ports.rng)).into_uuid();
         let mut claims = self.policy.access_claims(&grant, now, jti);
-        claims.extra = self.fit(&claims, custom)?.values;
-        let access_token = self.ports.signer.sign(&claims)?;
+        let access_token = self.sign_fitting(&mut claims, custom)?;
         Ok(TokenPair {
             access_token,
             expires_in: self.policy.access_ttl.num_seconds(),
@@ -741,30 +740,27 @@ impl AuthService {
         })
     }
 
-    /// The custom claims that fit in the token `base` would be with them: the largest omittable
-    /// ones are dropped until the signed token fits the size limit. Refused only if claims
-    /// that refuse issuance without them cannot fit (a token too large without any custom
-    /// claims is issued as it is: the limit is about what modules add).
-    fn fit(
+    /// Signs `claims` with the custom claims that fit: the largest omittable ones are dropped
+    /// until the signed token fits the size limit, and `claims.extra` ends as what was signed.
+    /// Refused only if claims that refuse issuance without them cannot fit (a token too large
+    /// without any custom claims is issued as it is: the limit is about what modules add).
+    fn sign_fitting(
         &self,
-        base: &AccessClaims,
-        mut custom: crate::ResolvedClaims,
-    ) -> Result<crate::ResolvedClaims, AuthError> {
-        let Some(service) = &self.claims else {
-            return Ok(crate::ResolvedClaims::default());
-        };
-        if custom.values.is_empty() {
-            return Ok(custom);
-        }
-        let limit = service.limits().per_token_bytes;
-        let mut probe = base.clone();
+        claims: &mut AccessClaims,
+        custom: crate::ResolvedClaims,
+    ) -> Result<String, AuthError> {
+        let limit = self
+            .claims
+            .as_ref()
+            .map_or(usize::MAX, |c| c.limits().per_token_bytes);
+        claims.extra = custom.values;
         loop {
-            probe.extra = custom.values.clone();
-            if self.ports.signer.sign(&probe)?.len() <= limit {
-                return Ok(custom);
+            let token = self.ports.signer.sign(claims)?;
+            if token.len() <= limit || claims.extra.is_empty() {
+                return Ok(token);
             }
-            let droppable = custom
-                .values
+            let droppable = claims
+                .extra
                 .iter()
                 .filter(|(k, _)| !custom.required.contains(*k))
                 .max_by_key(|(_, v)| v.to_string().len())
@@ -772,7 +768,7 @@ impl AuthService {
             match droppable {
                 Some(largest) => {
                     warn!(claim = %largest, limit, "custom claim omitted: the token would be too large");
-                    custom.values.remove(&largest);
+                    claims.extra.remove(&largest);
                 }
                 None => {
                     return Err(AuthError::ClaimsUnavailable(crate::ClaimsUnavailable {
@@ -890,12 +886,18 @@ impl AuthService {
             session: session.id,
             amr: session.amr.clone(),
         };
-        let base = self.policy.access_claims(
+        let mut probe = self.policy.access_claims(
             &grant,
             self.ports.clock.now(),
             uuid::Uuid::from_u128(u128::MAX),
         );
-        Ok(Some((session.id, self.fit(&base, custom)?)))
+        let required = custom.required.clone();
+        self.sign_fitting(&mut probe, custom)?;
+        let fitted = crate::ResolvedClaims {
+            values: probe.extra,
+            required,
+        };
+        Ok(Some((session.id, fitted)))
     }
 
     /// Ends the caller's session: its refresh family is revoked and its access tokens stop

@@ -3,8 +3,8 @@
 
 use iam_domain::rbac::grants_of;
 use iam_domain::{
-    AuditActor, AuditEvent, AuditId, AuditOutcome, Grants, Permission, Role, RoleName, TenantId,
-    UserId, Weakness,
+    AuditActor, AuditEvent, AuditId, AuditOutcome, Grants, Role, RoleName, TenantId, UserId,
+    Weakness,
 };
 use iam_ports::{BoxError, HashError, StoreError, UnitOfWork, random};
 use tracing::warn;
@@ -273,15 +273,9 @@ pub(crate) async fn tenant_roles(
     Ok(roles)
 }
 
-/// The permission to grant roles, needed too when a user is created or invited with roles.
-pub(crate) fn assign_permission() -> Result<Permission, AdminError> {
-    Permission::parse(Operation::AssignRole.permission())
-        .map_err(|e| AdminError::Internal(Box::new(e)))
-}
-
 /// Whether `roles` is what a new member gets anyway (nothing, or just `member`).
 pub(crate) fn is_default_roles(roles: &[RoleName]) -> bool {
-    roles.iter().all(|r| r.as_str() == "member")
+    roles.iter().all(|r| *r == RoleName::member())
 }
 
 /// What holding `names` in the tenant grants, given the tenant's roles.
@@ -321,9 +315,7 @@ pub(crate) async fn authorize(
         .unwrap_or_default();
     let roles = tenant_roles(uow, tenant).await?;
     let grants = grants_for(&roles, &held);
-    let needed =
-        Permission::parse(op.permission()).map_err(|e| AdminError::Internal(Box::new(e)))?;
-    if grants.allows(&needed) {
+    if grants.allows(op.permission()) {
         Ok(grants)
     } else {
         Err(AdminError::Forbidden(op.permission()))
@@ -350,11 +342,8 @@ impl Auditor {
         outcome: AuditOutcome,
     ) -> AuditEvent {
         let now = self.ports.clock.now();
-        let millis = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random(&*self.ports.rng))
-            .into_uuid();
         AuditEvent {
-            id: AuditId(id),
+            id: AuditId::new_v7(now, random(&*self.ports.rng)),
             at: now,
             actor: actor.audit_actor(),
             tenant,
@@ -375,10 +364,24 @@ impl Auditor {
         tenant: TenantId,
         target: &str,
     ) -> Result<(), AdminError> {
-        if let Some(action) = op.audit_action() {
-            uow.append_audit(&self.event(actor, action, tenant, target, AuditOutcome::Success))
-                .await?;
+        match op.audit_action() {
+            Some(action) => self.record(uow, actor, action, tenant, target).await,
+            None => Ok(()),
         }
+    }
+
+    /// Appends the success of an action inside the caller's unit (for actions that are no
+    /// [`Operation`], such as the bootstrap).
+    pub(crate) async fn record(
+        &self,
+        uow: &mut dyn UnitOfWork,
+        actor: &Actor,
+        action: &str,
+        tenant: TenantId,
+        target: &str,
+    ) -> Result<(), AdminError> {
+        uow.append_audit(&self.event(actor, action, tenant, target, AuditOutcome::Success))
+            .await?;
         Ok(())
     }
 

@@ -13,8 +13,8 @@ use iam_ports::{RevocationEvent, StoreError, UnitOfWork, random};
 use tracing::info;
 
 use crate::authz::{
-    Actor, AdminError, Auditor, Caller, Operation, assign_permission, authorize, grants_for,
-    is_default_roles, tenant_roles,
+    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, is_default_roles,
+    tenant_roles,
 };
 use crate::{AuthError, AuthService, Ports, RevocationView};
 use iam_domain::rbac::covers;
@@ -412,7 +412,7 @@ impl Flows {
                 tracing::debug!(role = missing.as_str(), "invitation names an unknown role");
                 return Err(AdminError::RoleNotFound);
             }
-            if !is_default_roles(roles) && !held.allows(&assign_permission()?) {
+            if !is_default_roles(roles) && !held.allows(Operation::AssignRole.permission()) {
                 return Err(AdminError::Forbidden(Operation::AssignRole.permission()));
             }
             if !covers(&held, &grants_for(&all, roles)) {
@@ -453,7 +453,7 @@ impl Flows {
         );
         stored.tenant = Some(tenant.id);
         stored.roles = if roles.is_empty() {
-            vec![RoleName::parse("member").ok_or(FlowError::NotAllowed)?]
+            vec![RoleName::member()]
         } else {
             roles
         };

@@ -465,14 +465,22 @@ impl RbacService {
         result
     }
 
-    /// Registers the permissions named in configuration at start-up (upserts; not audited: the
-    /// configuration is the record).
+    /// Registers the permissions named in configuration at start-up (upserts of what changed;
+    /// not audited: the configuration is the record).
     pub async fn register_configured(&self, defs: &[PermissionDef]) -> Result<(), AdminError> {
         if defs.is_empty() {
             return Ok(());
         }
         let mut uow = self.ports.store.begin().await?;
-        for def in defs {
+        let known = uow.registered_permissions().await?;
+        // Every instance registers them at each start: only a change is written and announced,
+        // so a restart does not make every other instance re-snapshot.
+        let changed: Vec<&PermissionDef> = defs.iter().filter(|d| !known.contains(d)).collect();
+        if changed.is_empty() {
+            uow.rollback().await?;
+            return Ok(());
+        }
+        for def in changed {
             uow.register_permission(def).await?;
         }
         uow.commit().await?;
@@ -563,24 +571,15 @@ impl RbacService {
                 .map(|tenant| Bootstrapped::AlreadyDone { tenant })
                 .ok_or_else(|| AdminError::Internal("root tenant vanished".into()));
         }
-        let actor = Actor::service(None);
-        let event = AuditEvent {
-            id: AuditId(
-                uuid::Builder::from_unix_timestamp_millis(
-                    u64::try_from(now.timestamp_millis()).unwrap_or(0),
-                    &random(&*self.ports.rng),
-                )
-                .into_uuid(),
-            ),
-            at: now,
-            actor: iam_domain::AuditActor::Service,
-            tenant: tenant.id,
-            action: "platform.bootstrap".into(),
-            target: format!("users/{owner}"),
-            request_id: actor.request_id,
-            outcome: iam_domain::AuditOutcome::Success,
-        };
-        uow.append_audit(&event).await?;
+        self.audit
+            .record(
+                &mut *uow,
+                &Actor::service(None),
+                "platform.bootstrap",
+                tenant.id,
+                &format!("users/{owner}"),
+            )
+            .await?;
         uow.commit().await?;
         info!(tenant.id = %tenant.id, user.id = %owner, "platform bootstrapped");
         Ok(Bootstrapped::Created {

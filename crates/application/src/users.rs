@@ -12,8 +12,8 @@ use iam_ports::{RevocationEvent, UnitOfWork, UserFilter, random};
 use tracing::info;
 
 use crate::authz::{
-    Actor, AdminError, Auditor, Caller, Operation, assign_permission, authorize, grants_for,
-    is_default_roles, tenant_roles,
+    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, is_default_roles,
+    tenant_roles,
 };
 use crate::{Ports, RevocationView};
 
@@ -126,7 +126,7 @@ impl UserService {
         );
         user.metadata = new.metadata;
         let roles = if new.roles.is_empty() {
-            vec![RoleName::parse("member").ok_or_else(|| AdminError::Internal("role".into()))?]
+            vec![RoleName::member()]
         } else {
             new.roles
         };
@@ -138,7 +138,7 @@ impl UserService {
                 return Err(AdminError::RoleNotFound);
             }
         }
-        if !is_default_roles(&roles) && !held.allows(&assign_permission()?) {
+        if !is_default_roles(&roles) && !held.allows(Operation::AssignRole.permission()) {
             return Err(AdminError::Forbidden(Operation::AssignRole.permission()));
         }
         if !covers(&held, &grants_for(&tenant_roles, &roles)) {
@@ -344,12 +344,7 @@ impl UserService {
         let mut user = member(&mut *uow, tenant, id).await?;
         may_manage(&mut *uow, actor, &held, tenant, id).await?;
         // A restore makes the account active again, which is a write of its status too.
-        if op == Operation::RestoreUser
-            && !held.allows(
-                &iam_domain::Permission::parse(Operation::UpdateUser.permission())
-                    .map_err(|e| AdminError::Internal(Box::new(e)))?,
-            )
-        {
+        if op == Operation::RestoreUser && !held.allows(Operation::UpdateUser.permission()) {
             return Err(AdminError::Forbidden(Operation::UpdateUser.permission()));
         }
         let old_status = user.status;

@@ -12,6 +12,14 @@ use crate::{TenantId, Timestamp, UserId};
 #[serde(transparent)]
 pub struct AuditId(pub Uuid);
 
+impl AuditId {
+    /// A new event's id (time-ordered UUID v7) from caller-supplied time and randomness.
+    pub fn new_v7(now: Timestamp, random: [u8; 10]) -> Self {
+        let millis = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
+    }
+}
+
 impl fmt::Display for AuditId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -58,6 +58,11 @@ uuid_id!(
     /// Identifies a session: one refresh-token family and the access tokens issued from it (`sid`).
     SessionId
 );
+uuid_id!(
+    /// Identifies a role. A system role's id is derived from its tenant's id and its name
+    /// ([`RoleId::system`]).
+    RoleId
+);
 
 /// Identifies a signing key (the JWT header's `kid`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -21,11 +21,11 @@ pub mod user;
 
 pub use audit::{AuditActor, AuditEvent, AuditId, AuditOutcome};
 pub use email::{Email, EmailError};
-pub use ids::{KeyId, SessionId, TenantId, UserId};
+pub use ids::{KeyId, RoleId, SessionId, TenantId, UserId};
 pub use mail::{LinkKind, LinkToken, MailId, MailMessage, QueuedMail};
 pub use mfa::{MfaChallenge, MfaEnrolment, MfaToken, RecoveryCode, StoredRecoveryCode, TotpSecret};
 pub use password::{Password, PasswordError, PasswordHash, Weakness};
-pub use rbac::{Grants, Permission, PermissionDef, PermissionError, Role, RoleId, SystemRole};
+pub use rbac::{Grants, Permission, PermissionDef, PermissionError, Role, SystemRole};
 pub use session::{RefreshToken, RefreshTokenHash, Session};
 pub use tenant::{Membership, RoleName, Tenant, TenantName, TenantSelection, TenantStatus};
 pub use token::{AccessClaims, Audience, ClaimsError, Grant, TokenPolicy};

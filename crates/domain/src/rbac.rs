@@ -7,11 +7,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::{RoleId, RoleName, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use uuid::Uuid;
-
-use crate::{RoleName, TenantId, Timestamp};
 
 /// A namespaced permission: two or more dot-separated segments of lower-case ASCII letters,
 /// digits, `-` and `_`, starting with a letter (`iam.users.read`, `billing.invoices.write`).
@@ -205,28 +203,7 @@ impl SystemRole {
     }
 }
 
-/// Identifies a role. A system role's id is derived from its tenant's id and its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RoleId(Uuid);
-
 impl RoleId {
-    /// Wraps an existing UUID.
-    pub const fn from_uuid(id: Uuid) -> Self {
-        Self(id)
-    }
-
-    /// The underlying UUID.
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-
-    /// A new custom role's id (time-ordered UUID v7).
-    pub fn new_v7(now: Timestamp, random: [u8; 10]) -> Self {
-        let millis = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
-    }
-
     /// The id of a tenant's system role: a UUID v8 from SHA-256 of the tenant and the name, the
     /// same on every instance and every run.
     pub fn system(tenant: TenantId, role: SystemRole) -> Self {
@@ -237,20 +214,7 @@ impl RoleId {
         let digest = h.finalize();
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
-        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
-    }
-}
-
-impl fmt::Display for RoleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::str::FromStr for RoleId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
+        Self::from_uuid(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 }
 
@@ -264,12 +228,19 @@ pub enum Grants {
 }
 
 impl Grants {
-    /// Whether the permission is granted.
-    pub fn allows(&self, permission: &Permission) -> bool {
+    /// Whether the permission of this name is granted.
+    pub fn allows(&self, permission: &str) -> bool {
         match self {
             Self::All => true,
             Self::Some(set) => set.contains(permission),
         }
+    }
+}
+
+// Lookups by name: a permission orders and compares exactly as its text.
+impl std::borrow::Borrow<str> for Permission {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -358,6 +329,11 @@ pub fn covers(holder: &Grants, wanted: &Grants) -> bool {
 }
 
 impl RoleName {
+    /// The role every member holds by default.
+    pub fn member() -> Self {
+        Self("member".into())
+    }
+
     /// Whether the name is one of the system roles'.
     pub fn is_system(&self) -> bool {
         SystemRole::from_name(self.as_str()).is_some()
@@ -368,6 +344,7 @@ impl RoleName {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use uuid::Uuid;
 
     #[test]
     fn permission_names() {
@@ -421,12 +398,9 @@ mod tests {
         assert_eq!(ids.len(), 6);
         assert_eq!(a[0].grants(), Grants::All);
         let write = Permission::parse("billing.invoices.write").unwrap();
-        assert!(a[0].grants().allows(&write));
-        assert!(!a[1].grants().allows(&write));
-        assert!(
-            a[1].grants()
-                .allows(&Permission::parse("iam.users.read").unwrap())
-        );
+        assert!(a[0].grants().allows(write.as_str()));
+        assert!(!a[1].grants().allows(write.as_str()));
+        assert!(a[1].grants().allows("iam.users.read"));
         assert_eq!(a[2].grants(), Grants::Some(BTreeSet::new()));
     }
 

@@ -175,7 +175,7 @@ impl Metadata {
         if !patch.is_object() {
             return Err(MetadataError::NotAnObject);
         }
-        let mut value = serde_json::Value::Object(self.0.clone());
+        let mut value = self.to_value();
         merge_into(&mut value, patch);
         Self::parse(value)
     }
@@ -190,9 +190,14 @@ impl Metadata {
         self.0.get(key)
     }
 
+    /// The metadata as a JSON value (an object).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.0.clone())
+    }
+
     /// Compact JSON text.
     pub fn to_json_string(&self) -> String {
-        serde_json::Value::Object(self.0.clone()).to_string()
+        self.to_value().to_string()
     }
 
     /// Parses stored JSON text (already checked when it was written).

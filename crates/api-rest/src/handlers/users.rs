@@ -45,7 +45,7 @@ fn body(user: &User, roles: Option<Vec<RoleName>>) -> UserBody {
         name: user.name.as_str().to_owned(),
         status: user.status.as_str(),
         email_verified: user.email_verified,
-        metadata: serde_json::Value::Object(user.metadata.as_map().clone()),
+        metadata: user.metadata.to_value(),
         roles: roles.map(|r| r.iter().map(|n| n.as_str().to_owned()).collect()),
         created_at: user.created_at,
         updated_at: user.updated_at,
@@ -124,7 +124,7 @@ pub async fn create_user(
         )
         .await?;
     let roles = if roles.is_empty() {
-        RoleName::parse("member").into_iter().collect()
+        vec![RoleName::member()]
     } else {
         roles
     };
