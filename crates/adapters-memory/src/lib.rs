@@ -18,7 +18,7 @@ use iam_domain::{
     PasswordHash, QueuedMail, RefreshTokenHash, Session, SessionId, StoredRecoveryCode, Tenant,
     TenantId, TenantStatus, Timestamp, User, UserId, UserStatus,
 };
-use iam_ports::{AuditRepo, ClaimRepo, RbacRepo};
+use iam_ports::{AuditRepo, ClaimRepo, Move, RbacRepo};
 use iam_ports::{
     FeedMessage, KeyStore, MailQueue, MailRepo, MfaRepo, NewRefreshToken, Refreshed,
     RevocationEvent, RevocationFeed, RevocationSnapshot, Rotation, SessionRepo, Standing, Store,
@@ -346,6 +346,115 @@ impl TenantRepo for MemoryUnit {
         Ok(ancestors_in(&self.state, id))
     }
 
+    async fn lineage(&mut self, id: TenantId) -> Result<Vec<Tenant>, StoreError> {
+        let Some(tenant) = self.state.tenants.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![tenant.clone()];
+        out.extend(
+            ancestors_in(&self.state, id)
+                .into_iter()
+                .filter_map(|a| self.state.tenants.get(&a).cloned()),
+        );
+        Ok(out)
+    }
+
+    async fn is_descendant(
+        &mut self,
+        ancestor: TenantId,
+        descendant: TenantId,
+    ) -> Result<bool, StoreError> {
+        Ok(ancestors_in(&self.state, descendant).contains(&ancestor))
+    }
+
+    async fn children(
+        &mut self,
+        parent: TenantId,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, StoreError> {
+        Ok(page_of_tenants(&self.state, after, limit, |t| {
+            t.parent == Some(parent)
+        }))
+    }
+
+    async fn descendants(
+        &mut self,
+        root: TenantId,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, StoreError> {
+        let state = &self.state;
+        Ok(page_of_tenants(state, after, limit, |t| {
+            ancestors_in(state, t.id).contains(&root)
+        }))
+    }
+
+    async fn update_tenant(&mut self, tenant: &Tenant) -> Result<bool, StoreError> {
+        if !self.state.users.contains_key(&tenant.owner) {
+            return Err(missing("tenant owner"));
+        }
+        let Some(stored) = self.state.tenants.get_mut(&tenant.id) else {
+            return Ok(false);
+        };
+        let old = stored.clone();
+        stored.name = tenant.name.clone();
+        stored.owner = tenant.owner;
+        stored.metadata = tenant.metadata.clone();
+        stored.updated_at = tenant.updated_at;
+        self.undo.push(Box::new(move |s| {
+            s.tenants.insert(old.id, old);
+        }));
+        Ok(true)
+    }
+
+    async fn move_tenant(
+        &mut self,
+        id: TenantId,
+        parent: Option<TenantId>,
+        at: Timestamp,
+    ) -> Result<Move, StoreError> {
+        if !self.state.tenants.contains_key(&id)
+            || parent.is_some_and(|p| !self.state.tenants.contains_key(&p))
+        {
+            return Ok(Move::NotFound);
+        }
+        // The unit holds the store's only lock, so no other move can interleave.
+        if let Some(p) = parent
+            && (p == id || ancestors_in(&self.state, p).contains(&id))
+        {
+            return Ok(Move::Cycle);
+        }
+        let Some(tenant) = self.state.tenants.get_mut(&id) else {
+            return Ok(Move::NotFound);
+        };
+        let old = tenant.clone();
+        if tenant.parent != parent {
+            tenant.parent = parent;
+            tenant.updated_at = at;
+            self.events.push(RevocationEvent::TenantStatus(id));
+        }
+        self.undo.push(Box::new(move |s| {
+            s.tenants.insert(old.id, old);
+        }));
+        Ok(Move::Moved)
+    }
+
+    async fn delete_membership(
+        &mut self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<bool, StoreError> {
+        let key = (user, tenant);
+        let Some(old) = self.state.memberships.remove(&key) else {
+            return Ok(false);
+        };
+        self.undo.push(Box::new(move |s| {
+            s.memberships.insert(key, old);
+        }));
+        Ok(true)
+    }
+
     async fn insert_selection(
         &mut self,
         selection: &iam_domain::TenantSelection,
@@ -388,6 +497,24 @@ impl TenantRepo for MemoryUnit {
         }));
         Ok(Some(taken))
     }
+}
+
+/// Live tenants matching `keep`, in ascending id order after `after`, at most `limit`.
+fn page_of_tenants(
+    state: &State,
+    after: Option<TenantId>,
+    limit: usize,
+    keep: impl Fn(&Tenant) -> bool,
+) -> Vec<Tenant> {
+    let mut page: Vec<Tenant> = state
+        .tenants
+        .values()
+        .filter(|t| t.is_live() && after.is_none_or(|a| t.id > a) && keep(t))
+        .cloned()
+        .collect();
+    page.sort_by_key(|t| t.id);
+    page.truncate(limit);
+    page
 }
 
 /// Walks parent links; a cycle (which the stores never allow) ends the walk rather than looping.
@@ -544,6 +671,28 @@ impl SessionRepo for MemoryUnit {
 
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError> {
         Ok(self.revoke(id, at))
+    }
+
+    async fn revoke_tenant_sessions(
+        &mut self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        at: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut ids: Vec<SessionId> = self
+            .state
+            .sessions
+            .values()
+            .filter(|s| {
+                s.tenant == tenant && s.revoked_at.is_none() && user.is_none_or(|u| s.user == u)
+            })
+            .map(|s| s.id)
+            .collect();
+        ids.sort();
+        for id in &ids {
+            self.revoke(*id, at);
+        }
+        Ok(ids)
     }
 
     async fn revoke_user_sessions(
@@ -1291,7 +1440,7 @@ impl RevocationFeed for MemoryStore {
                     state
                         .tenants
                         .get(&t)
-                        .is_some_and(|t| t.status == TenantStatus::Blocked)
+                        .is_some_and(|t| t.status != TenantStatus::Active)
                 })
         };
         Ok(RevocationSnapshot {

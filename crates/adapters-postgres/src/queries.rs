@@ -33,8 +33,8 @@ use crate::schema::{
     audit_events, claim_definitions, permissions, platform, roles, tenant_selections,
 };
 use crate::schema::{
-    memberships, mfa_challenges, mfa_enrolments, recovery_codes, refresh_tokens, sessions, tenants,
-    users,
+    memberships, mfa_challenges, mfa_enrolments, recovery_codes, refresh_tokens, sessions,
+    tenant_closure, tenants, users,
 };
 
 type Conn = AsyncPgConnection;
@@ -277,13 +277,234 @@ pub(crate) async fn set_tenant_status(
 }
 
 pub(crate) async fn ancestors(conn: &mut Conn, id: TenantId) -> Result<Vec<TenantId>, StoreError> {
-    Ok(Ancestors { id: id.as_uuid() }
+    Ok(tenant_closure::table
+        .filter(tenant_closure::descendant_id.eq(id.as_uuid()))
+        .filter(tenant_closure::depth.gt(0))
+        .order(tenant_closure::depth)
+        .select(tenant_closure::ancestor_id)
         .load::<Uuid>(conn)
         .await
         .map_err(from_diesel)?
         .into_iter()
         .map(TenantId::from_uuid)
         .collect())
+}
+
+pub(crate) async fn lineage(conn: &mut Conn, id: TenantId) -> Result<Vec<Tenant>, StoreError> {
+    tenant_closure::table
+        .inner_join(tenants::table.on(tenants::id.eq(tenant_closure::ancestor_id)))
+        .filter(tenant_closure::descendant_id.eq(id.as_uuid()))
+        .order(tenant_closure::depth)
+        .select(TenantRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(Tenant::try_from)
+        .collect()
+}
+
+pub(crate) async fn is_descendant(
+    conn: &mut Conn,
+    ancestor: TenantId,
+    descendant: TenantId,
+) -> Result<bool, StoreError> {
+    diesel::select(diesel::dsl::exists(
+        tenant_closure::table
+            .filter(tenant_closure::ancestor_id.eq(ancestor.as_uuid()))
+            .filter(tenant_closure::descendant_id.eq(descendant.as_uuid()))
+            .filter(tenant_closure::depth.gt(0)),
+    ))
+    .get_result(conn)
+    .await
+    .map_err(from_diesel)
+}
+
+/// A page bound: `after` or, for the first page, the nil id (below every UUIDv7), so that both
+/// cases share one prepared statement.
+fn after_id(after: Option<TenantId>) -> Uuid {
+    after.map_or(Uuid::nil(), |a| a.as_uuid())
+}
+
+fn page_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+pub(crate) async fn children(
+    conn: &mut Conn,
+    parent: TenantId,
+    after: Option<TenantId>,
+    limit: usize,
+) -> Result<Vec<Tenant>, StoreError> {
+    tenants::table
+        .filter(tenants::parent_id.eq(parent.as_uuid()))
+        .filter(tenants::status.ne(TenantStatus::Deleted.as_str()))
+        .filter(tenants::id.gt(after_id(after)))
+        .order(tenants::id)
+        .limit(page_limit(limit))
+        .select(TenantRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(Tenant::try_from)
+        .collect()
+}
+
+pub(crate) async fn descendants(
+    conn: &mut Conn,
+    root: TenantId,
+    after: Option<TenantId>,
+    limit: usize,
+) -> Result<Vec<Tenant>, StoreError> {
+    tenant_closure::table
+        .inner_join(tenants::table.on(tenants::id.eq(tenant_closure::descendant_id)))
+        .filter(tenant_closure::ancestor_id.eq(root.as_uuid()))
+        .filter(tenant_closure::depth.gt(0))
+        .filter(tenants::status.ne(TenantStatus::Deleted.as_str()))
+        .filter(tenants::id.gt(after_id(after)))
+        .order(tenants::id)
+        .limit(page_limit(limit))
+        .select(TenantRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(Tenant::try_from)
+        .collect()
+}
+
+pub(crate) async fn update_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<bool, StoreError> {
+    let n = diesel::update(tenants::table.find(tenant.id.as_uuid()))
+        .set((
+            tenants::name.eq(tenant.name.as_str()),
+            tenants::owner_id.eq(tenant.owner.as_uuid()),
+            tenants::metadata.eq(tenant.metadata.to_value()),
+            tenants::updated_at.eq(tenant.updated_at),
+        ))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(n == 1)
+}
+
+diesel::define_sql_function! {
+    /// The closure table's lock (see migration 00000000000009): taken here before the cycle
+    /// check, so that the check and the move see the same tree.
+    fn pg_advisory_xact_lock(key: sql_types::BigInt);
+}
+
+diesel::define_sql_function! {
+    fn iam_tenant_tree_lock_key() -> sql_types::BigInt;
+}
+
+/// Three round trips: the tree lock, the cycle check (the new parent is the tenant or lies
+/// below it), the update (whose trigger rewrites the subtree's closure rows). `None` if no
+/// such tenant or parent, else whether the parent changed.
+pub(crate) async fn move_tenant(
+    conn: &mut Conn,
+    id: TenantId,
+    parent: Option<TenantId>,
+    at: Timestamp,
+) -> Result<Result<bool, iam_ports::Move>, StoreError> {
+    diesel::select(pg_advisory_xact_lock(iam_tenant_tree_lock_key()))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    let Some(current) = tenants::table
+        .find(id.as_uuid())
+        .select(tenants::parent_id)
+        .for_update()
+        .get_result::<Option<Uuid>>(conn)
+        .await
+        .optional()
+        .map_err(from_diesel)?
+    else {
+        return Ok(Err(iam_ports::Move::NotFound));
+    };
+    if let Some(p) = parent {
+        let inside: Option<i32> = tenant_closure::table
+            .filter(tenant_closure::ancestor_id.eq(id.as_uuid()))
+            .filter(tenant_closure::descendant_id.eq(p.as_uuid()))
+            .select(tenant_closure::depth)
+            .get_result(conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        if inside.is_some() {
+            return Ok(Err(iam_ports::Move::Cycle));
+        }
+        let exists: bool = diesel::select(diesel::dsl::exists(tenants::table.find(p.as_uuid())))
+            .get_result(conn)
+            .await
+            .map_err(from_diesel)?;
+        if !exists {
+            return Ok(Err(iam_ports::Move::NotFound));
+        }
+    }
+    let target = parent.map(|p| p.as_uuid());
+    if current == target {
+        return Ok(Ok(false));
+    }
+    diesel::update(tenants::table.find(id.as_uuid()))
+        .set((tenants::parent_id.eq(target), tenants::updated_at.eq(at)))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(Ok(true))
+}
+
+pub(crate) async fn delete_membership(
+    conn: &mut Conn,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<bool, StoreError> {
+    let n = diesel::delete(memberships::table.find((tenant.as_uuid(), user.as_uuid())))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(n == 1)
+}
+
+/// Two round trips, like [`revoke_user_sessions`]: the sessions, then the live tokens of every
+/// revoked session in the tenant (of the user, if given).
+pub(crate) async fn revoke_tenant_sessions(
+    conn: &mut Conn,
+    tenant: TenantId,
+    user: Option<UserId>,
+    at: Timestamp,
+) -> Result<Vec<SessionId>, StoreError> {
+    let user = user.map(|u| u.as_uuid());
+    let revoked = diesel::update(
+        sessions::table
+            .filter(sessions::tenant_id.eq(tenant.as_uuid()))
+            .filter(sessions::revoked_at.is_null())
+            .filter(
+                sessions::user_id
+                    .nullable()
+                    .eq(user)
+                    .or(user.is_none().into_sql::<sql_types::Bool>()),
+            ),
+    )
+    .set(sessions::revoked_at.eq(at))
+    .returning(sessions::id)
+    .get_results::<Uuid>(conn)
+    .await
+    .map_err(from_diesel)?;
+    if !revoked.is_empty() {
+        diesel::update(
+            refresh_tokens::table
+                .filter(refresh_tokens::session_id.eq_any(&revoked))
+                .filter(refresh_tokens::status.eq(RefreshStatus::Live.as_str())),
+        )
+        .set(refresh_tokens::status.eq(RefreshStatus::Revoked.as_str()))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    }
+    let mut ids: Vec<SessionId> = revoked.into_iter().map(SessionId::from_uuid).collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// Two round trips: the session, then its first token (the token's foreign key needs the
@@ -1347,42 +1568,8 @@ impl QueryFragment<Pg> for RefreshSession {
     }
 }
 
-/// A tenant's ancestors, nearest first, by walking `parent_id` upwards in one recursive query.
-///
-/// `path` holds every tenant seen so far, starting with the tenant itself; a parent already on it
-/// ends the walk. The schema allows no cycle (a parent must exist before its child, and
-/// `parent_id` is never updated), but a hand edit could make one, and the walk must not then
-/// run forever. The result matches the in-memory store's walk exactly.
-#[derive(QueryId)]
-struct Ancestors {
-    id: Uuid,
-}
-
-impl Query for Ancestors {
-    type SqlType = sql_types::Uuid;
-}
-
-impl QueryFragment<Pg> for Ancestors {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "WITH RECURSIVE up (id, depth, path) AS (\
-             SELECT parent_id, 1, ARRAY[id, parent_id] FROM tenants \
-             WHERE parent_id IS NOT NULL AND id = ",
-        );
-        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
-        out.push_sql(
-            " UNION ALL \
-             SELECT t.parent_id, up.depth + 1, up.path || t.parent_id \
-             FROM up JOIN tenants t ON t.id = up.id \
-             WHERE t.parent_id IS NOT NULL AND t.parent_id <> ALL (up.path)) \
-             SELECT id FROM up ORDER BY depth",
-        );
-        Ok(())
-    }
-}
-
-/// Every tenant whose effective status is blocked: the blocked ones and everything below them.
-/// `UNION` (not `UNION ALL`) drops rows already found, so a cycle would end the descent too.
+/// Every tenant whose effective status is blocked: those not active (blocked or deleted) and
+/// everything below them, from the closure table.
 #[derive(QueryId)]
 struct BlockedTenants;
 
@@ -1393,11 +1580,8 @@ impl Query for BlockedTenants {
 impl QueryFragment<Pg> for BlockedTenants {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "WITH RECURSIVE blocked (id) AS (\
-             SELECT id FROM tenants WHERE status = 'blocked' \
-             UNION \
-             SELECT t.id FROM tenants t JOIN blocked b ON t.parent_id = b.id) \
-             SELECT id FROM blocked",
+            "SELECT DISTINCT c.descendant_id FROM tenant_closure c \
+             JOIN tenants t ON t.id = c.ancestor_id WHERE t.status <> 'active'",
         );
         Ok(())
     }

@@ -208,3 +208,12 @@ diesel::table! {
         expires_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    tenant_closure (ancestor_id, descendant_id) {
+        ancestor_id -> Uuid,
+        descendant_id -> Uuid,
+        depth -> Int4,
+    }
+}
+diesel::allow_tables_to_appear_in_same_query!(tenant_closure, tenants);

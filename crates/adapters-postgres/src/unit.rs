@@ -22,7 +22,7 @@ use iam_domain::{
 };
 use iam_ports::{AuditRepo, ClaimRepo, RbacRepo};
 use iam_ports::{
-    MailRepo, MfaRepo, NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError,
+    MailRepo, MfaRepo, Move, NewRefreshToken, RevocationEvent, Rotation, SessionRepo, StoreError,
     TenantRepo, UnitOfWork, UserFilter, UserRecord, UserRepo,
 };
 
@@ -219,6 +219,79 @@ impl TenantRepo for PgUnit {
         self.leave(result)
     }
 
+    async fn lineage(&mut self, id: TenantId) -> Result<Vec<Tenant>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::lineage(conn, id).await;
+        self.leave(result)
+    }
+
+    async fn is_descendant(
+        &mut self,
+        ancestor: TenantId,
+        descendant: TenantId,
+    ) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::is_descendant(conn, ancestor, descendant).await;
+        self.leave(result)
+    }
+
+    async fn children(
+        &mut self,
+        parent: TenantId,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::children(conn, parent, after, limit).await;
+        self.leave(result)
+    }
+
+    async fn descendants(
+        &mut self,
+        root: TenantId,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::descendants(conn, root, after, limit).await;
+        self.leave(result)
+    }
+
+    async fn update_tenant(&mut self, tenant: &Tenant) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::update_tenant(conn, tenant).await;
+        self.leave(result)
+    }
+
+    async fn move_tenant(
+        &mut self,
+        id: TenantId,
+        parent: Option<TenantId>,
+        at: Timestamp,
+    ) -> Result<Move, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::move_tenant(conn, id, parent, at).await;
+        match self.leave(result)? {
+            Ok(changed) => {
+                if changed {
+                    self.events.push(RevocationEvent::TenantStatus(id));
+                }
+                Ok(Move::Moved)
+            }
+            Err(refused) => Ok(refused),
+        }
+    }
+
+    async fn delete_membership(
+        &mut self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<bool, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::delete_membership(conn, tenant, user).await;
+        self.leave(result)
+    }
+
     async fn insert_selection(
         &mut self,
         selection: &iam_domain::TenantSelection,
@@ -288,6 +361,20 @@ impl SessionRepo for PgUnit {
             self.events.push(RevocationEvent::SessionRevoked(id));
         }
         Ok(revoked.anything)
+    }
+
+    async fn revoke_tenant_sessions(
+        &mut self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        at: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::revoke_tenant_sessions(conn, tenant, user, at).await;
+        let revoked = self.leave(result)?;
+        self.events
+            .extend(revoked.iter().copied().map(RevocationEvent::SessionRevoked));
+        Ok(revoked)
     }
 
     async fn revoke_user_sessions(

@@ -96,6 +96,22 @@ pub fn admin(e: AdminError) -> Status {
             invalid("permissions", format!("`{p}` is not in the catalogue"))
         }
         AdminError::InvalidMetadata(m) => invalid("metadata", m),
+        AdminError::HasChildren => {
+            Status::failed_precondition("the tenant has child tenants; delete or move them first")
+        }
+        AdminError::Cycle => {
+            Status::failed_precondition("a tenant cannot move under itself or its descendants")
+        }
+        AdminError::RootTenant => Status::failed_precondition(
+            "the platform's root tenant cannot be blocked, moved or deleted",
+        ),
+        AdminError::FromAbove => {
+            Status::permission_denied("only an administrator of an ancestor tenant may do this")
+        }
+        AdminError::OwnerMembership => Status::failed_precondition(
+            "the tenant's owner cannot be removed; transfer ownership first",
+        ),
+        AdminError::NotAMember => invalid("user_id", "must be an active member of the tenant"),
         AdminError::WeakPassword(weakness) => invalid("password", weakness),
         AdminError::Overloaded => {
             Status::resource_exhausted("password hashing is at capacity; retry shortly")

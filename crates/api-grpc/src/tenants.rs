@@ -24,7 +24,8 @@ impl Tenants {
 fn wire(s: TenantStatus) -> i32 {
     match s {
         TenantStatus::Active => pb::TenantStatus::Active.into(),
-        TenantStatus::Blocked => pb::TenantStatus::Blocked.into(),
+        // A deleted tenant is never answered (not found); were it, it would be unusable.
+        TenantStatus::Blocked | TenantStatus::Deleted => pb::TenantStatus::Blocked.into(),
     }
 }
 

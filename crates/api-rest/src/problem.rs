@@ -344,6 +344,31 @@ impl From<AdminError> for ApiError {
                 field: "metadata".into(),
                 message: m.to_string(),
             }]),
+            AdminError::HasChildren => conflict(
+                "tenant_has_children",
+                "The tenant has child tenants; delete or move them first",
+            ),
+            AdminError::Cycle => conflict(
+                "tenant_cycle",
+                "A tenant cannot move under itself or one of its descendants",
+            ),
+            AdminError::RootTenant => conflict(
+                "platform_root",
+                "The platform's root tenant cannot be blocked, moved or deleted",
+            ),
+            AdminError::FromAbove => Self::new(
+                StatusCode::FORBIDDEN,
+                "ancestor_required",
+                "Only an administrator of an ancestor tenant may block, move or delete a tenant",
+            ),
+            AdminError::OwnerMembership => conflict(
+                "tenant_owner",
+                "The tenant's owner cannot be removed; transfer ownership first",
+            ),
+            AdminError::NotAMember => Self::validation(vec![FieldError {
+                field: "user_id".into(),
+                message: "must be an active member of the tenant".into(),
+            }]),
             AdminError::WeakPassword(w) => Self::from(AuthError::WeakPassword(w)),
             AdminError::Overloaded => Self::from(AuthError::Overloaded),
             AdminError::Unavailable(source) => Self::from(AuthError::Unavailable(source)),

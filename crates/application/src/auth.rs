@@ -490,11 +490,11 @@ impl AuthService {
     ) -> Result<Vec<TenantChoice>, AuthError> {
         let mut out = Vec::with_capacity(memberships.len());
         for m in memberships {
-            let Some(tenant) = uow.tenant(m.tenant).await? else {
+            let Some(tenant) = uow.tenant(m.tenant).await?.filter(Tenant::is_live) else {
                 continue;
             };
             out.push(TenantChoice {
-                blocked: tenant.status == TenantStatus::Blocked
+                blocked: tenant.status != TenantStatus::Active
                     || self.validator.view().tenant_blocked(tenant.id),
                 tenant,
                 roles: m.roles,
@@ -582,7 +582,7 @@ impl AuthService {
             .tenant(id)
             .await?
             .ok_or_else(|| AuthError::Internal("membership of a missing tenant".into()))?;
-        if tenant.status == TenantStatus::Blocked || self.validator.view().tenant_blocked(id) {
+        if tenant.status != TenantStatus::Active || self.validator.view().tenant_blocked(id) {
             return Err(AuthError::TenantBlocked);
         }
         Ok(tenant)

@@ -86,11 +86,25 @@ pub enum Operation {
     ListClaims,
     RegisterClaim,
     DeleteClaim,
+    CreateTenant,
+    ListTenants,
+    GetTenant,
+    UpdateTenant,
+    DeleteTenant,
+    BlockTenant,
+    UnblockTenant,
+    TransferOwnership,
+    MoveTenant,
+    ListMembers,
+    RemoveMember,
 }
+
+/// What acting in a descendant of one's own tenant needs, beside the operation's permission.
+pub const MANAGE_DESCENDANTS: &str = "iam.tenants.manage-descendants";
 
 impl Operation {
     /// Every operation, for matrix tests and documentation.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 31] = [
         Self::CreateUser,
         Self::ListUsers,
         Self::GetUser,
@@ -111,6 +125,17 @@ impl Operation {
         Self::ListClaims,
         Self::RegisterClaim,
         Self::DeleteClaim,
+        Self::CreateTenant,
+        Self::ListTenants,
+        Self::GetTenant,
+        Self::UpdateTenant,
+        Self::DeleteTenant,
+        Self::BlockTenant,
+        Self::UnblockTenant,
+        Self::TransferOwnership,
+        Self::MoveTenant,
+        Self::ListMembers,
+        Self::RemoveMember,
     ];
 
     /// The permission the caller needs in the target tenant.
@@ -128,6 +153,16 @@ impl Operation {
             Self::Invite => "iam.invitations.write",
             Self::ListClaims => "iam.claims.read",
             Self::RegisterClaim | Self::DeleteClaim => "iam.claims.write",
+            Self::CreateTenant
+            | Self::UpdateTenant
+            | Self::DeleteTenant
+            | Self::BlockTenant
+            | Self::UnblockTenant
+            | Self::TransferOwnership
+            | Self::MoveTenant => "iam.tenants.write",
+            Self::ListTenants | Self::GetTenant => "iam.tenants.read",
+            Self::ListMembers => "iam.users.read",
+            Self::RemoveMember => "iam.users.delete",
         }
     }
 
@@ -147,6 +182,15 @@ impl Operation {
             Self::Invite => "invitations.create",
             Self::RegisterClaim => "claims.register",
             Self::DeleteClaim => "claims.delete",
+            Self::CreateTenant => "tenants.create",
+            Self::UpdateTenant => "tenants.update",
+            Self::DeleteTenant => "tenants.delete",
+            Self::BlockTenant => "tenants.block",
+            Self::UnblockTenant => "tenants.unblock",
+            Self::TransferOwnership => "tenants.transfer-ownership",
+            Self::MoveTenant => "tenants.move",
+            Self::RemoveMember => "tenants.remove-member",
+            Self::ListTenants | Self::GetTenant | Self::ListMembers => return None,
             Self::ListUsers
             | Self::GetUser
             | Self::ListRoles
@@ -213,6 +257,24 @@ pub enum AdminError {
     /// A role names a permission that is not in the catalogue.
     #[error("unknown permission {0}")]
     UnknownPermission(String),
+    /// The tenant still has live children: delete or move them first.
+    #[error("the tenant has child tenants")]
+    HasChildren,
+    /// The new parent is the tenant itself or lies below it.
+    #[error("a tenant cannot move under itself or its own descendants")]
+    Cycle,
+    /// The platform's root tenant is not blocked, moved or deleted.
+    #[error("the platform's root tenant cannot be blocked, moved or deleted")]
+    RootTenant,
+    /// Blocking, moving and deleting a tenant is done from above it.
+    #[error("only an administrator of an ancestor tenant may do this")]
+    FromAbove,
+    /// The tenant's owner leaves only after handing ownership over.
+    #[error("the tenant's owner cannot be removed; transfer ownership first")]
+    OwnerMembership,
+    /// Ownership goes only to an active member of the tenant.
+    #[error("the new owner must be an active member of the tenant")]
+    NotAMember,
     #[error("weak password: {0}")]
     WeakPassword(Weakness),
     #[error("password hashing is at capacity")]
@@ -286,10 +348,12 @@ pub(crate) fn grants_for(roles: &[Role], names: &[RoleName]) -> Grants {
 /// The check every administrative use case makes first: the caller may perform `op` in
 /// `tenant`. Returns what the caller holds there (for "no escalation" checks).
 ///
-/// A user acts only in the tenant of their token (another tenant's resources are "not found",
-/// never "forbidden", so their existence is not disclosed), with the permissions their current
-/// membership's roles grant (read now, not from the token, so a role taken away stops working
-/// at once). A service credential may do everything in the tenant it names.
+/// A user acts in the tenant of their token, with the permissions their current membership's
+/// roles grant there (read now, not from the token, so a role taken away stops working at
+/// once). By delegation they also act in any tenant below it, with those same grants, if they
+/// include [`MANAGE_DESCENDANTS`]. Any other tenant (above, beside, unknown or deleted) is "not
+/// found", never "forbidden", so its existence is not disclosed. A service credential may do
+/// everything in the tenant it names.
 pub(crate) async fn authorize(
     uow: &mut dyn UnitOfWork,
     actor: &Actor,
@@ -298,28 +362,42 @@ pub(crate) async fn authorize(
 ) -> Result<Grants, AdminError> {
     let principal = match &actor.caller {
         Caller::Service => {
-            if uow.tenant(tenant).await?.is_none() {
-                return Err(AdminError::TenantNotFound);
-            }
+            live_tenant(uow, tenant).await?;
             return Ok(Grants::All);
         }
         Caller::User(p) => p,
     };
-    if principal.tenant != tenant {
+    let delegated = principal.tenant != tenant;
+    if delegated && !uow.is_descendant(principal.tenant, tenant).await? {
         return Err(AdminError::TenantNotFound);
     }
+    live_tenant(uow, tenant).await?;
     let held = uow
-        .membership(principal.user, tenant)
+        .membership(principal.user, principal.tenant)
         .await?
         .map(|m| m.roles)
         .unwrap_or_default();
-    let roles = tenant_roles(uow, tenant).await?;
+    let roles = tenant_roles(uow, principal.tenant).await?;
     let grants = grants_for(&roles, &held);
+    if delegated && !grants.allows(MANAGE_DESCENDANTS) {
+        return Err(AdminError::Forbidden(MANAGE_DESCENDANTS));
+    }
     if grants.allows(op.permission()) {
         Ok(grants)
     } else {
         Err(AdminError::Forbidden(op.permission()))
     }
+}
+
+/// The tenant, unless it is unknown or deleted.
+pub(crate) async fn live_tenant(
+    uow: &mut dyn UnitOfWork,
+    tenant: TenantId,
+) -> Result<iam_domain::Tenant, AdminError> {
+    uow.tenant(tenant)
+        .await?
+        .filter(iam_domain::Tenant::is_live)
+        .ok_or(AdminError::TenantNotFound)
 }
 
 /// Writes audit events for administrative operations.

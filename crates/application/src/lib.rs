@@ -39,7 +39,10 @@ pub use mfa::{Enrolment, MfaError, MfaService, RecoverySummary, StepUp};
 pub use outbox::{OutboxPolicy, OutboxWorker};
 pub use rbac::{AuditPage, BootstrapCommand, Bootstrapped, NewRole, RbacService, RoleChanges};
 pub use revocation::RevocationView;
-pub use tenants::{TenantError, TenantService, TenantStanding};
+pub use tenants::{
+    MAX_TENANT_PAGE, Member, MemberPage, NewTenant, TenantChanges, TenantError, TenantPage,
+    TenantService, TenantStanding,
+};
 pub use throttle::{Scope, Throttle, ThrottleError, ThrottlePolicy};
 pub use users::{NewUser, UserChanges, UserPage, UserService};
 pub use validate::TokenValidator;

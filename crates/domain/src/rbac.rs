@@ -334,6 +334,11 @@ impl RoleName {
         Self("member".into())
     }
 
+    /// The administrator's system role (what a former owner keeps after a transfer).
+    pub fn admin() -> Self {
+        Self("admin".into())
+    }
+
     /// Whether the name is one of the system roles'.
     pub fn is_system(&self) -> bool {
         SystemRole::from_name(self.as_str()).is_some()

@@ -36,6 +36,8 @@ impl fmt::Display for TenantName {
 pub enum TenantStatus {
     Active,
     Blocked,
+    /// Soft-deleted: gone for every purpose, its rows kept for the audit trail.
+    Deleted,
 }
 
 impl TenantStatus {
@@ -44,6 +46,7 @@ impl TenantStatus {
         match self {
             Self::Active => "active",
             Self::Blocked => "blocked",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -52,6 +55,7 @@ impl TenantStatus {
         match s {
             "active" => Some(Self::Active),
             "blocked" => Some(Self::Blocked),
+            "deleted" => Some(Self::Deleted),
             _ => None,
         }
     }
@@ -73,6 +77,11 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// Whether the tenant exists for its users and administrators (not soft-deleted).
+    pub fn is_live(&self) -> bool {
+        self.status != TenantStatus::Deleted
+    }
+
     /// A new active top-level tenant owned by `owner`.
     pub fn new_top_level(id: TenantId, name: TenantName, owner: UserId, now: Timestamp) -> Self {
         Self {
@@ -158,7 +167,7 @@ mod tests {
 
     #[test]
     fn tenant_status_round_trips() {
-        for s in [TenantStatus::Active, TenantStatus::Blocked] {
+        for s in [TenantStatus::Active, TenantStatus::Blocked, TenantStatus::Deleted] {
             assert_eq!(TenantStatus::parse(s.as_str()), Some(s));
         }
     }

@@ -22,7 +22,7 @@ pub use keys::{KeyStore, StoredKey};
 pub use mail::{MailError, MailQueue, Mailer};
 pub use revocation::{FeedMessage, RevocationEvent, RevocationFeed, RevocationSnapshot};
 pub use store::{
-    AuditRepo, ClaimRepo, MailRepo, MfaRepo, NewRefreshToken, RbacRepo, Refreshed, Rotation,
+    AuditRepo, ClaimRepo, MailRepo, MfaRepo, Move, NewRefreshToken, RbacRepo, Refreshed, Rotation,
     SessionRepo, Standing, Store, StoreError, TenantRepo, UnitOfWork, UserFilter, UserRecord,
     UserRepo,
 };

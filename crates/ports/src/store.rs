@@ -92,6 +92,16 @@ pub enum Refreshed {
     Unknown,
 }
 
+/// The outcome of [`TenantRepo::move_tenant`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    Moved,
+    /// The new parent is the tenant itself or lies below it: refused, nothing changed.
+    Cycle,
+    /// No such tenant, or no such parent.
+    NotFound,
+}
+
 /// Users.
 #[async_trait]
 pub trait UserRepo: Send {
@@ -155,8 +165,53 @@ pub trait TenantRepo: Send {
     ) -> Result<bool, StoreError>;
 
     /// The tenant's ancestors, nearest first (parent, grandparent, …); empty for a top-level or
-    /// unknown tenant. One query, not a walk of round trips.
+    /// unknown tenant. One indexed lookup, not a walk of round trips.
     async fn ancestors(&mut self, id: TenantId) -> Result<Vec<TenantId>, StoreError>;
+
+    /// The tenant itself, then its ancestors nearest first; empty for an unknown tenant. One
+    /// indexed lookup.
+    async fn lineage(&mut self, id: TenantId) -> Result<Vec<Tenant>, StoreError>;
+
+    /// Whether `descendant` lies strictly below `ancestor`. One indexed lookup.
+    async fn is_descendant(
+        &mut self,
+        ancestor: TenantId,
+        descendant: TenantId,
+    ) -> Result<bool, StoreError>;
+
+    /// Live (not deleted) children of `parent` in ascending id order, after `after`, at most
+    /// `limit`.
+    async fn children(
+        &mut self,
+        parent: TenantId,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, StoreError>;
+
+    /// Live tenants strictly below `root`, in ascending id order, after `after`, at most `limit`.
+    async fn descendants(
+        &mut self,
+        root: TenantId,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, StoreError>;
+
+    /// Stores a tenant's name, owner, metadata and updated_at; `false` if no such tenant.
+    async fn update_tenant(&mut self, tenant: &Tenant) -> Result<bool, StoreError>;
+
+    /// Re-parents a tenant (with its subtree) under `parent`, or to the top with `None`. Moves
+    /// are serialised, so that two of them cannot together close a cycle. Published on the
+    /// revocation feed at commit (effective statuses below may change).
+    async fn move_tenant(
+        &mut self,
+        id: TenantId,
+        parent: Option<TenantId>,
+        at: Timestamp,
+    ) -> Result<Move, StoreError>;
+
+    /// Ends a membership; `false` if the user was not a member.
+    async fn delete_membership(&mut self, tenant: TenantId, user: UserId)
+    -> Result<bool, StoreError>;
 
     /// Stores a pending tenant selection.
     async fn insert_selection(&mut self, selection: &TenantSelection) -> Result<(), StoreError>;
@@ -201,6 +256,15 @@ pub trait SessionRepo: Send {
     /// A revocation is published on the revocation feed at commit (so is a reuse in
     /// [`SessionRepo::rotate_refresh`]).
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Revokes every unrevoked session in `tenant` (of `user` only, if given) and returns their
+    /// ids; each is published on the revocation feed at commit.
+    async fn revoke_tenant_sessions(
+        &mut self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        at: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError>;
 
     /// Revokes every unrevoked session of a user but `except` and returns their ids; each is
     /// published on the revocation feed at commit.

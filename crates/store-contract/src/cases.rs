@@ -1613,3 +1613,334 @@ pub async fn claims_and_sessions_of_refresh_tokens(f: &Fixture) {
         Some(s.id)
     );
 }
+
+/// Tenant `n` with parent `parent`, owned by `owner`.
+fn child_of(n: u8, parent: &Tenant, owner: &User) -> Tenant {
+    Tenant {
+        parent: Some(parent.id),
+        ..tenant(n, owner)
+    }
+}
+
+/// The model's ancestors of `id`, nearest first, from parent links.
+fn model_ancestors(tree: &[Tenant], id: iam_domain::TenantId) -> Vec<iam_domain::TenantId> {
+    let parent = |id| tree.iter().find(|t| t.id == id).and_then(|t| t.parent);
+    std::iter::successors(parent(id), |p| parent(*p)).collect()
+}
+
+/// Every tenant's ancestors, lineage and IsDescendant answer against the model `tree`.
+async fn assert_tree(uow: &mut dyn iam_ports::UnitOfWork, tree: &[Tenant]) {
+    for t in tree {
+        let expected = model_ancestors(tree, t.id);
+        assert_eq!(uow.ancestors(t.id).await.expect("ancestors"), expected);
+        let lineage: Vec<_> = uow
+            .lineage(t.id)
+            .await
+            .expect("lineage")
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(lineage[0], t.id);
+        assert_eq!(lineage[1..], expected[..]);
+        for other in tree {
+            assert_eq!(
+                uow.is_descendant(other.id, t.id).await.expect("is descendant"),
+                expected.contains(&other.id),
+                "is {} below {}",
+                t.name,
+                other.name
+            );
+        }
+    }
+}
+
+pub async fn hierarchy_deep_and_wide(f: &Fixture) {
+    let (u, root) = seed(f).await;
+    let mut tree = vec![root.clone()];
+    // Wide: twelve children of the root; deep: a chain of eight under the first of them.
+    for n in 0..12u8 {
+        tree.push(child_of(10 + n, &root, &u));
+    }
+    let mut below = tree[1].clone();
+    for n in 0..8u8 {
+        let next = child_of(40 + n, &below, &u);
+        tree.push(next.clone());
+        below = next;
+    }
+    let mut uow = f.store.begin().await.expect("begin");
+    for t in &tree[1..] {
+        uow.insert_tenant(t).await.expect("insert");
+    }
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_tree(&mut *uow, &tree).await;
+    let unknown = tenant(99, &u).id;
+    assert!(uow.lineage(unknown).await.expect("lineage").is_empty());
+    assert!(!uow.is_descendant(root.id, unknown).await.expect("unknown"));
+    assert!(!uow.is_descendant(root.id, root.id).await.expect("itself"));
+
+    // Children and descendants page by id.
+    let first = uow.children(root.id, None, 5).await.expect("children");
+    let rest = uow
+        .children(root.id, first.last().map(|t| t.id), 100)
+        .await
+        .expect("children");
+    let mut paged: Vec<_> = first.iter().chain(&rest).map(|t| t.id).collect();
+    assert_eq!(paged.len(), 12);
+    let mut expected: Vec<_> = tree[1..13].iter().map(|t| t.id).collect();
+    expected.sort();
+    assert_eq!(paged, expected);
+    paged.clear();
+    let mut after = None;
+    loop {
+        let page = uow.descendants(root.id, after, 7).await.expect("page");
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|t| t.id);
+        paged.extend(page.iter().map(|t| t.id));
+    }
+    let mut expected: Vec<_> = tree[1..].iter().map(|t| t.id).collect();
+    expected.sort();
+    assert_eq!(paged, expected, "every descendant once, in id order");
+    let chain = uow.descendants(tree[1].id, None, 100).await.expect("chain");
+    assert_eq!(chain.len(), 8);
+    uow.commit().await.expect("commit");
+}
+
+pub async fn moves_keep_the_tree_and_refuse_cycles(f: &Fixture) {
+    let (u, root) = seed(f).await;
+    let a = child_of(2, &root, &u);
+    let b = child_of(3, &a, &u);
+    let c = child_of(4, &b, &u);
+    let d = child_of(5, &root, &u);
+    let mut uow = f.store.begin().await.expect("begin");
+    for t in [&a, &b, &c, &d] {
+        uow.insert_tenant(t).await.expect("insert");
+    }
+    uow.commit().await.expect("commit");
+
+    let at = t0() + Duration::hours(1);
+    let mut uow = f.store.begin().await.expect("begin");
+    for cycle in [a.id, b.id, c.id] {
+        assert_eq!(
+            uow.move_tenant(a.id, Some(cycle), at).await.expect("move"),
+            iam_ports::Move::Cycle
+        );
+    }
+    let unknown = tenant(99, &u).id;
+    assert_eq!(
+        uow.move_tenant(unknown, Some(root.id), at).await.expect("move"),
+        iam_ports::Move::NotFound
+    );
+    assert_eq!(
+        uow.move_tenant(b.id, Some(unknown), at).await.expect("move"),
+        iam_ports::Move::NotFound
+    );
+    // b (with c) goes under d; the refusals above left the unit usable.
+    assert_eq!(
+        uow.move_tenant(b.id, Some(d.id), at).await.expect("move"),
+        iam_ports::Move::Moved
+    );
+    uow.commit().await.expect("commit");
+
+    let b_moved = Tenant {
+        parent: Some(d.id),
+        ..b.clone()
+    };
+    let mut uow = f.store.begin().await.expect("begin");
+    let tree = [root.clone(), a.clone(), b_moved.clone(), c.clone(), d.clone()];
+    assert_tree(&mut *uow, &tree).await;
+    let stored = uow.tenant(b.id).await.expect("lookup").expect("tenant");
+    assert_eq!((stored.parent, stored.updated_at), (Some(d.id), at));
+    // Now d lies above c, so d cannot go under c; a can go under c.
+    assert_eq!(
+        uow.move_tenant(d.id, Some(c.id), at).await.expect("move"),
+        iam_ports::Move::Cycle
+    );
+    assert_eq!(
+        uow.move_tenant(a.id, Some(c.id), at).await.expect("move"),
+        iam_ports::Move::Moved
+    );
+    // And d to the top.
+    assert_eq!(
+        uow.move_tenant(d.id, None, at).await.expect("move"),
+        iam_ports::Move::Moved
+    );
+    uow.commit().await.expect("commit");
+    let mut uow = f.store.begin().await.expect("begin");
+    let tree = [
+        root.clone(),
+        Tenant {
+            parent: Some(c.id),
+            ..a.clone()
+        },
+        b_moved,
+        c.clone(),
+        Tenant { parent: None, ..d },
+    ];
+    assert_tree(&mut *uow, &tree).await;
+    uow.commit().await.expect("commit");
+
+    // A rolled-back move leaves the tree as it was.
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.move_tenant(c.id, Some(root.id), at).await.expect("move"),
+        iam_ports::Move::Moved
+    );
+    uow.rollback().await.expect("rollback");
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_tree(&mut *uow, &tree).await;
+    uow.commit().await.expect("commit");
+}
+
+pub async fn moves_and_deletions_reach_the_snapshot(f: &Fixture) {
+    let (u, root) = seed(f).await;
+    let a = child_of(2, &root, &u);
+    let b = child_of(3, &root, &u);
+    let c = child_of(4, &b, &u);
+    let mut uow = f.store.begin().await.expect("begin");
+    for t in [&a, &b, &c] {
+        uow.insert_tenant(t).await.expect("insert");
+    }
+    assert!(
+        uow.set_tenant_status(a.id, TenantStatus::Blocked, t0())
+            .await
+            .expect("block")
+    );
+    uow.commit().await.expect("commit");
+    let blocked = |mut ids: Vec<iam_domain::TenantId>| {
+        ids.sort();
+        ids
+    };
+    let snap = f.feed.snapshot(t0()).await.expect("snapshot");
+    assert_eq!(blocked(snap.blocked_tenants), vec![a.id]);
+
+    let mut stream = f.feed.subscribe().await.expect("subscribe");
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.move_tenant(b.id, Some(a.id), t0()).await.expect("move"),
+        iam_ports::Move::Moved
+    );
+    uow.commit().await.expect("commit");
+    assert_eq!(
+        next_message(&mut stream).await,
+        FeedMessage::Event(RevocationEvent::TenantStatus(b.id))
+    );
+    let snap = f.feed.snapshot(t0()).await.expect("snapshot");
+    assert_eq!(
+        blocked(snap.blocked_tenants),
+        blocked(vec![a.id, b.id, c.id]),
+        "the moved subtree is blocked under its new parent"
+    );
+
+    // A deleted tenant leaves the listings and counts as blocked.
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.move_tenant(b.id, Some(root.id), t0()).await.expect("move"),
+        iam_ports::Move::Moved
+    );
+    assert!(
+        uow.set_tenant_status(c.id, TenantStatus::Deleted, t0())
+            .await
+            .expect("delete")
+    );
+    assert!(uow.children(b.id, None, 10).await.expect("children").is_empty());
+    let below: Vec<_> = uow
+        .descendants(root.id, None, 10)
+        .await
+        .expect("descendants")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(below, blocked(vec![a.id, b.id]));
+    uow.commit().await.expect("commit");
+    let snap = f.feed.snapshot(t0()).await.expect("snapshot");
+    assert_eq!(blocked(snap.blocked_tenants), blocked(vec![a.id, c.id]));
+}
+
+pub async fn tenant_updates_memberships_and_tenant_sessions(f: &Fixture) {
+    let (u, t) = seed(f).await;
+    let other = tenant(2, &u);
+    let v = user(2);
+    let mut uow = f.store.begin().await.expect("begin");
+    uow.insert_user(&v, None).await.expect("user");
+    uow.insert_tenant(&other).await.expect("tenant");
+    for (tenant, user) in [(&t, &v), (&other, &u)] {
+        uow.insert_membership(&Membership {
+            tenant: tenant.id,
+            user: user.id,
+            roles: vec![RoleName::member()],
+            created_at: t0(),
+        })
+        .await
+        .expect("membership");
+    }
+    let mut sessions = Vec::new();
+    for (n, (tenant, user)) in [(&t, &u), (&t, &v), (&other, &u)].into_iter().enumerate() {
+        let n = u8::try_from(n).expect("small");
+        let s = Session {
+            id: SessionId::new_v7(t0(), [n; 10]),
+            user: user.id,
+            tenant: tenant.id,
+            amr: vec!["pwd".into()],
+            auth_time: t0(),
+            created_at: t0(),
+            revoked_at: None,
+        };
+        uow.insert_session(&s, &refresh(n, t0()).1)
+            .await
+            .expect("session");
+        sessions.push(s);
+    }
+    uow.commit().await.expect("commit");
+
+    let at = t0() + Duration::hours(1);
+    let mut uow = f.store.begin().await.expect("begin");
+    let mut changed = t.clone();
+    changed.name = iam_domain::TenantName::parse("Renamed").expect("name");
+    changed.owner = v.id;
+    changed.metadata =
+        iam_domain::Metadata::parse(serde_json::json!({"plan": "gold"})).expect("metadata");
+    changed.updated_at = at;
+    assert!(uow.update_tenant(&changed).await.expect("update"));
+    assert!(
+        !uow.update_tenant(&tenant(9, &u)).await.expect("unknown"),
+        "no such tenant"
+    );
+    // Only v's session in t, then the rest of t's; other's stays.
+    assert_eq!(
+        uow.revoke_tenant_sessions(t.id, Some(v.id), at)
+            .await
+            .expect("revoke"),
+        vec![sessions[1].id]
+    );
+    assert_eq!(
+        uow.revoke_tenant_sessions(t.id, None, at)
+            .await
+            .expect("revoke"),
+        vec![sessions[0].id]
+    );
+    assert!(uow.delete_membership(t.id, v.id).await.expect("delete"));
+    assert!(!uow.delete_membership(t.id, v.id).await.expect("again"));
+    uow.commit().await.expect("commit");
+
+    let mut uow = f.store.begin().await.expect("begin");
+    let stored = uow.tenant(t.id).await.expect("lookup").expect("tenant");
+    assert_eq!(stored, Tenant { ..changed });
+    assert!(uow.membership(v.id, t.id).await.expect("m").is_none());
+    assert!(uow.membership(u.id, other.id).await.expect("m").is_some());
+    let live = |s: &Session| s.revoked_at.is_none();
+    for (s, alive) in sessions.iter().zip([false, false, true]) {
+        let stored = uow.session(s.id).await.expect("s").expect("session");
+        assert_eq!(live(&stored), alive);
+    }
+    uow.commit().await.expect("commit");
+    let (_, next) = refresh(9, t0());
+    assert_eq!(
+        rotate(f, &refresh(1, t0()).0, &next).await,
+        Rotation::Reused(sessions[1].id),
+        "a revoked session's token no longer rotates"
+    );
+}

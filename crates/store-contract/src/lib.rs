@@ -59,6 +59,10 @@ macro_rules! store_contract_tests {
             audit_events_are_appended_and_paged,
             role_changes_reach_the_feed_and_snapshot,
             claims_and_sessions_of_refresh_tokens,
+            hierarchy_deep_and_wide,
+            moves_keep_the_tree_and_refuse_cycles,
+            moves_and_deletions_reach_the_snapshot,
+            tenant_updates_memberships_and_tenant_sessions,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {

@@ -1,0 +1,13 @@
+DROP TRIGGER tenants_closure_move ON tenants;
+DROP TRIGGER tenants_closure_insert ON tenants;
+DROP FUNCTION iam_tenant_closure_move();
+DROP FUNCTION iam_tenant_closure_insert();
+DROP FUNCTION iam_tenant_tree_lock_key();
+DROP TABLE tenant_closure;
+DROP INDEX tenants_blocked_idx;
+CREATE INDEX tenants_blocked_idx ON tenants (id) WHERE status = 'blocked';
+DROP INDEX tenants_parent_id_idx;
+CREATE INDEX tenants_parent_id_idx ON tenants (parent_id) WHERE parent_id IS NOT NULL;
+UPDATE tenants SET status = 'blocked' WHERE status = 'deleted';
+ALTER TABLE tenants DROP CONSTRAINT tenants_status_check;
+ALTER TABLE tenants ADD CONSTRAINT tenants_status_check CHECK (status IN ('active', 'blocked'));
