@@ -120,6 +120,15 @@ impl Store for MemoryStore {
         next: &NewRefreshToken,
     ) -> Result<Refreshed, StoreError> {
         let mut uow = self.begin().await?;
+        if let Some(session) = uow.session_of_refresh(presented).await?
+            && !uow
+                .lineage(session.tenant)
+                .await?
+                .iter()
+                .all(|t| t.status == TenantStatus::Active)
+        {
+            return Ok(Refreshed::Blocked);
+        }
         let outcome = match uow.rotate_refresh(presented, next).await? {
             Rotation::Rotated(session) => {
                 let user = uow.user_by_id(session.user).await?;

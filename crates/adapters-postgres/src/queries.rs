@@ -214,20 +214,96 @@ pub(crate) async fn insert_membership(conn: &mut Conn, m: &Membership) -> Result
     Ok(())
 }
 
+/// Across tenants, so through `iam_memberships_of` (migration 10): row-level security shows a
+/// transaction one tenant's memberships only.
 pub(crate) async fn memberships_of(
     conn: &mut Conn,
     user: UserId,
 ) -> Result<Vec<Membership>, StoreError> {
-    memberships::table
-        .filter(memberships::user_id.eq(user.as_uuid()))
-        .order((memberships::created_at, memberships::tenant_id))
-        .select(MembershipRow::as_select())
-        .load(conn)
+    MembershipsOf {
+        user: user.as_uuid(),
+    }
+    .load::<MembershipRow>(conn)
+    .await
+    .map_err(from_diesel)?
+    .into_iter()
+    .map(Membership::try_from)
+    .collect()
+}
+
+diesel::define_sql_function! {
+    /// Sets `iam.tenant_id` for the rest of the transaction (`is_local`).
+    fn set_config(name: sql_types::Text, value: sql_types::Text, is_local: sql_types::Bool) -> sql_types::Text;
+}
+
+diesel::define_sql_function! {
+    /// Migration 10: the tenant of a session.
+    fn iam_session_tenant(session: sql_types::Uuid) -> sql_types::Nullable<sql_types::Uuid>;
+}
+
+diesel::define_sql_function! {
+    /// Migration 10: the tenant of a refresh token's session.
+    fn iam_refresh_tenant(token: sql_types::Bytea) -> sql_types::Nullable<sql_types::Uuid>;
+}
+
+diesel::define_sql_function! {
+    /// Migration 10: the tenants a user has sessions in (a set-returning function).
+    fn iam_user_session_tenants(member: sql_types::Uuid) -> sql_types::Uuid;
+}
+
+diesel::define_sql_function! {
+    /// Migration 10: sessions revoked since (a set-returning function).
+    fn iam_revoked_sessions_since(since: sql_types::Timestamptz) -> sql_types::Uuid;
+}
+
+/// Makes the rest of the transaction act in `tenant` (row-level security's `iam.tenant_id`).
+pub(crate) async fn act_in(conn: &mut Conn, tenant: TenantId) -> Result<(), StoreError> {
+    diesel::select(set_config(
+        "iam.tenant_id",
+        tenant.as_uuid().to_string(),
+        true,
+    ))
+    .execute(conn)
+    .await
+    .map_err(from_diesel)?;
+    Ok(())
+}
+
+pub(crate) async fn session_tenant(
+    conn: &mut Conn,
+    id: SessionId,
+) -> Result<Option<TenantId>, StoreError> {
+    Ok(diesel::select(iam_session_tenant(id.as_uuid()))
+        .get_result::<Option<Uuid>>(conn)
+        .await
+        .map_err(from_diesel)?
+        .map(TenantId::from_uuid))
+}
+
+pub(crate) async fn refresh_tenant(
+    conn: &mut Conn,
+    token: &RefreshTokenHash,
+) -> Result<Option<TenantId>, StoreError> {
+    Ok(
+        diesel::select(iam_refresh_tenant(token.as_bytes().as_slice()))
+            .get_result::<Option<Uuid>>(conn)
+            .await
+            .map_err(from_diesel)?
+            .map(TenantId::from_uuid),
+    )
+}
+
+pub(crate) async fn user_session_tenants(
+    conn: &mut Conn,
+    user: UserId,
+) -> Result<Vec<TenantId>, StoreError> {
+    Ok(diesel::select(iam_user_session_tenants(user.as_uuid()))
+        .load::<Uuid>(conn)
         .await
         .map_err(from_diesel)?
         .into_iter()
-        .map(Membership::try_from)
-        .collect()
+        .map(TenantId::from_uuid)
+        .collect())
 }
 
 pub(crate) async fn membership(
@@ -631,6 +707,7 @@ pub(crate) async fn refresh_session(
         })),
         "reused" => Refreshed::Reused(SessionId::from_uuid(family.ok_or_else(missing_session)?)),
         "expired" => Refreshed::Expired,
+        "blocked" => Refreshed::Blocked,
         "unknown" => Refreshed::Unknown,
         _ => return Err(invalid("iam_refresh_session", "outcome")),
     })
@@ -1023,9 +1100,9 @@ pub(crate) async fn revocation_snapshot(
     conn: &mut Conn,
     sessions_since: Timestamp,
 ) -> Result<RevocationSnapshot, StoreError> {
-    let revoked_sessions = sessions::table
-        .filter(sessions::revoked_at.ge(sessions_since))
-        .select(sessions::id)
+    // Sessions and roles of every tenant: through migration 10's functions, past row-level
+    // security.
+    let revoked_sessions = diesel::select(iam_revoked_sessions_since(sessions_since))
         .load::<Uuid>(conn)
         .await
         .map_err(from_diesel)?
@@ -1051,9 +1128,8 @@ pub(crate) async fn revocation_snapshot(
         .into_iter()
         .map(TenantId::from_uuid)
         .collect();
-    let custom_roles = roles::table
-        .select(RoleRow::as_select())
-        .load(conn)
+    let custom_roles = AllCustomRoles
+        .load::<RoleRow>(conn)
         .await
         .map_err(from_diesel)?
         .into_iter()
@@ -1564,6 +1640,43 @@ impl QueryFragment<Pg> for RefreshSession {
         out.push_sql(", ");
         out.push_bind_param::<sql_types::Timestamptz, _>(&self.expires_at)?;
         out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// `SELECT … FROM iam_memberships_of($1)`: a user's memberships in every tenant.
+#[derive(QueryId)]
+struct MembershipsOf {
+    user: Uuid,
+}
+
+impl Query for MembershipsOf {
+    type SqlType = memberships::SqlType;
+}
+
+impl QueryFragment<Pg> for MembershipsOf {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT tenant_id, user_id, roles, created_at FROM iam_memberships_of(");
+        out.push_bind_param::<sql_types::Uuid, _>(&self.user)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// `SELECT … FROM iam_custom_roles()`: every tenant's custom roles, for the snapshot.
+#[derive(QueryId)]
+struct AllCustomRoles;
+
+impl Query for AllCustomRoles {
+    type SqlType = roles::SqlType;
+}
+
+impl QueryFragment<Pg> for AllCustomRoles {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT id, tenant_id, name, description, permissions, named_at, created_at, \
+             updated_at FROM iam_custom_roles()",
+        );
         Ok(())
     }
 }

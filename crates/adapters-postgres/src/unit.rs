@@ -39,6 +39,8 @@ pub(crate) struct PgUnit {
     poisoned: bool,
     /// What to announce on the revocation feed at commit, in the order it happened.
     events: Vec<RevocationEvent>,
+    /// The tenant `iam.tenant_id` names in this transaction (row-level security), once set.
+    scope: Option<TenantId>,
 }
 
 impl PgUnit {
@@ -52,6 +54,7 @@ impl PgUnit {
             conn: Some(guard.release()),
             poisoned: false,
             events: Vec::new(),
+            scope: None,
         })
     }
 
@@ -64,6 +67,22 @@ impl PgUnit {
         self.conn
             .as_deref_mut()
             .ok_or_else(|| StoreError::Unexpected(Box::new(UnitError::Ended)))
+    }
+
+    /// The connection for a statement on rows of `tenant`: row-level security shows a
+    /// transaction only the rows of the tenant its `iam.tenant_id` names, so that is set first
+    /// (once per tenant in a row; most units touch one tenant only).
+    pub(crate) async fn enter_in(
+        &mut self,
+        tenant: TenantId,
+    ) -> Result<&mut AsyncPgConnection, StoreError> {
+        if self.scope != Some(tenant) {
+            let conn = self.enter()?;
+            let result = queries::act_in(conn, tenant).await;
+            self.leave(result)?;
+            self.scope = Some(tenant);
+        }
+        self.enter()
     }
 
     /// Records how the statement begun with [`enter`](Self::enter) ended.
@@ -88,6 +107,25 @@ pub(crate) async fn roll_back(mut guard: Detaching) -> Result<(), StoreError> {
         .map_err(from_diesel)?;
     drop(guard.release());
     Ok(())
+}
+
+impl PgUnit {
+    /// The tenant of the session a refresh token belongs to, if the token is known.
+    async fn tenant_of_refresh(
+        &mut self,
+        token: &RefreshTokenHash,
+    ) -> Result<Option<TenantId>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::refresh_tenant(conn, token).await;
+        self.leave(result)
+    }
+
+    /// The tenant of a session, if it exists.
+    async fn tenant_of_session(&mut self, id: SessionId) -> Result<Option<TenantId>, StoreError> {
+        let conn = self.enter()?;
+        let result = queries::session_tenant(conn, id).await;
+        self.leave(result)
+    }
 }
 
 impl Drop for PgUnit {
@@ -154,7 +192,7 @@ impl UserRepo for PgUnit {
         after: Option<UserId>,
         limit: usize,
     ) -> Result<Vec<User>, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::list_members(conn, tenant, filter, after, limit).await;
         self.leave(result)
     }
@@ -175,7 +213,7 @@ impl TenantRepo for PgUnit {
     }
 
     async fn insert_membership(&mut self, membership: &Membership) -> Result<(), StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(membership.tenant).await?;
         let result = queries::insert_membership(conn, membership).await;
         self.leave(result)
     }
@@ -191,7 +229,7 @@ impl TenantRepo for PgUnit {
         user: UserId,
         tenant: TenantId,
     ) -> Result<Option<Membership>, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::membership(conn, user, tenant).await;
         self.leave(result)
     }
@@ -287,7 +325,7 @@ impl TenantRepo for PgUnit {
         tenant: TenantId,
         user: UserId,
     ) -> Result<bool, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::delete_membership(conn, tenant, user).await;
         self.leave(result)
     }
@@ -318,7 +356,10 @@ impl SessionRepo for PgUnit {
         &mut self,
         token: &RefreshTokenHash,
     ) -> Result<Option<Session>, StoreError> {
-        let conn = self.enter()?;
+        let Some(tenant) = self.tenant_of_refresh(token).await? else {
+            return Ok(None);
+        };
+        let conn = self.enter_in(tenant).await?;
         let result = queries::session_of_refresh(conn, token).await;
         self.leave(result)
     }
@@ -328,7 +369,7 @@ impl SessionRepo for PgUnit {
         session: &Session,
         first: &NewRefreshToken,
     ) -> Result<(), StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(session.tenant).await?;
         let result = queries::insert_session(conn, session, first).await;
         self.leave(result)
     }
@@ -338,7 +379,10 @@ impl SessionRepo for PgUnit {
         presented: &RefreshTokenHash,
         next: &NewRefreshToken,
     ) -> Result<Rotation, StoreError> {
-        let conn = self.enter()?;
+        let Some(tenant) = self.tenant_of_refresh(presented).await? else {
+            return Ok(Rotation::Unknown);
+        };
+        let conn = self.enter_in(tenant).await?;
         let result = queries::rotate_refresh(conn, presented, next).await;
         let (rotation, revoked) = self.leave(result)?;
         if let (Rotation::Reused(id), true) = (&rotation, revoked) {
@@ -348,13 +392,19 @@ impl SessionRepo for PgUnit {
     }
 
     async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        let conn = self.enter()?;
+        let Some(tenant) = self.tenant_of_session(id).await? else {
+            return Ok(None);
+        };
+        let conn = self.enter_in(tenant).await?;
         let result = queries::session(conn, id).await;
         self.leave(result)
     }
 
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError> {
-        let conn = self.enter()?;
+        let Some(tenant) = self.tenant_of_session(id).await? else {
+            return Ok(false);
+        };
+        let conn = self.enter_in(tenant).await?;
         let result = queries::revoke_session(conn, id, at).await;
         let revoked = self.leave(result)?;
         if revoked.session {
@@ -369,7 +419,7 @@ impl SessionRepo for PgUnit {
         user: Option<UserId>,
         at: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::revoke_tenant_sessions(conn, tenant, user, at).await;
         let revoked = self.leave(result)?;
         self.events
@@ -383,9 +433,16 @@ impl SessionRepo for PgUnit {
         except: Option<SessionId>,
         at: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
+        // Tenant by tenant: each statement sees only the scoped tenant's sessions.
         let conn = self.enter()?;
-        let result = queries::revoke_user_sessions(conn, user, except, at).await;
-        let revoked = self.leave(result)?;
+        let result = queries::user_session_tenants(conn, user).await;
+        let mut revoked = Vec::new();
+        for tenant in self.leave(result)? {
+            let conn = self.enter_in(tenant).await?;
+            let result = queries::revoke_user_sessions(conn, user, except, at).await;
+            revoked.extend(self.leave(result)?);
+        }
+        revoked.sort();
         self.events
             .extend(revoked.iter().copied().map(RevocationEvent::SessionRevoked));
         Ok(revoked)
@@ -528,7 +585,7 @@ impl MailRepo for PgUnit {
 #[async_trait]
 impl RbacRepo for PgUnit {
     async fn insert_role(&mut self, role: &Role) -> Result<(), StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(role.tenant).await?;
         let result = queries::insert_role(conn, role).await;
         let result = self.leave(result);
         if result.is_ok() {
@@ -537,7 +594,7 @@ impl RbacRepo for PgUnit {
         result
     }
     async fn custom_roles(&mut self, tenant: TenantId) -> Result<Vec<Role>, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::custom_roles(conn, tenant).await;
         self.leave(result)
     }
@@ -546,12 +603,12 @@ impl RbacRepo for PgUnit {
         tenant: TenantId,
         id: RoleId,
     ) -> Result<Option<Role>, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::custom_role(conn, tenant, id).await;
         self.leave(result)
     }
     async fn update_role(&mut self, role: &Role, old_name: &RoleName) -> Result<bool, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(role.tenant).await?;
         let result = queries::update_role(conn, role, old_name).await;
         let result = self.leave(result);
         if result.is_ok() {
@@ -560,7 +617,7 @@ impl RbacRepo for PgUnit {
         result
     }
     async fn delete_role(&mut self, tenant: TenantId, role: &Role) -> Result<bool, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::delete_role(conn, tenant, role).await;
         let result = self.leave(result);
         if result.is_ok() {
@@ -574,7 +631,7 @@ impl RbacRepo for PgUnit {
         user: UserId,
         roles: &[RoleName],
     ) -> Result<bool, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::set_membership_roles(conn, tenant, user, roles).await;
         self.leave(result)
     }
@@ -583,7 +640,7 @@ impl RbacRepo for PgUnit {
         tenant: TenantId,
         role: &RoleName,
     ) -> Result<u64, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::count_active_holders(conn, tenant, role).await;
         self.leave(result)
     }
@@ -650,7 +707,7 @@ impl ClaimRepo for PgUnit {
 #[async_trait]
 impl AuditRepo for PgUnit {
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(event.tenant).await?;
         let result = queries::append_audit(conn, event).await;
         self.leave(result)
     }
@@ -660,7 +717,7 @@ impl AuditRepo for PgUnit {
         before: Option<AuditId>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.enter()?;
+        let conn = self.enter_in(tenant).await?;
         let result = queries::list_audit(conn, tenant, before, limit).await;
         self.leave(result)
     }

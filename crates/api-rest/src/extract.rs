@@ -126,9 +126,13 @@ impl FromRequestParts<AppState> for ClientIp {
 /// the request's id for the audit trail.
 pub struct AdminActor {
     pub actor: iam_application::Actor,
-    /// The tenant the caller acts in: their token's.
+    /// The tenant the caller acts in: their token's, or the descendant of it named by the
+    /// `X-Tenant-Id` header (delegation: the use case checks the caller may act there).
     pub tenant: iam_domain::TenantId,
 }
+
+/// The header naming the tenant an administrative request acts in, when not the token's own.
+pub const TENANT_HEADER: &str = "x-tenant-id";
 
 impl FromRequestParts<AppState> for AdminActor {
     type Rejection = ApiError;
@@ -144,8 +148,22 @@ impl FromRequestParts<AppState> for AdminActor {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 128)
             .map(str::to_owned);
+        let tenant = match parts.headers.get(TENANT_HEADER) {
+            None => principal.tenant,
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_tenant_header",
+                        "X-Tenant-Id must be a tenant id",
+                    )
+                })?,
+        };
         Ok(Self {
-            tenant: principal.tenant,
+            tenant,
             actor: iam_application::Actor::user(principal, request_id),
         })
     }

@@ -14,8 +14,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
 use iam_application::{
-    AuthService, ClaimService, Flows, KeyService, MfaService, RbacService, TrustedProxies,
-    UserService,
+    AuthService, ClaimService, Flows, KeyService, MfaService, RbacService, TenantService,
+    TrustedProxies, UserService,
 };
 use iam_ports::Store;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -37,6 +37,7 @@ pub struct AppState {
     pub mfa: Arc<MfaService>,
     pub flows: Arc<Flows>,
     pub users: Arc<UserService>,
+    pub tenants: Arc<TenantService>,
     pub rbac: Arc<RbacService>,
     pub claims: Arc<ClaimService>,
     pub keys: Arc<KeyService>,
@@ -57,7 +58,8 @@ pub struct AppState {
         (name = "auth", description = "Registration, sign-in and sessions"),
         (name = "mfa", description = "TOTP second factor and recovery codes"),
         (name = "flows", description = "Email verification, password reset and invitations"),
-        (name = "users", description = "User management in the caller's tenant"),
+        (name = "users", description = "User management in the caller's tenant (or, with `X-Tenant-Id`, in a descendant the caller manages)"),
+        (name = "tenants", description = "The B2B2B tenant tree: child tenants, blocking, moves, ownership and members"),
         (name = "rbac", description = "Roles, permissions, role assignment and the audit log"),
         (name = "claims", description = "Custom claims injected into user tokens"),
         (name = "keys", description = "Token signing keys"),

@@ -433,6 +433,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         auth: auth.clone(),
         mfa: mfa.clone(),
         users: users.clone(),
+        tenants: tenants.clone(),
         rbac: rbac.clone(),
         claims: claims.clone(),
         keys: keys.clone(),

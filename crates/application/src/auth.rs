@@ -829,6 +829,7 @@ impl AuthService {
                 return Err(AuthError::InvalidGrant);
             }
             Refreshed::Expired | Refreshed::Unknown => return Err(AuthError::InvalidGrant),
+            Refreshed::Blocked => return Err(AuthError::TenantBlocked),
         };
         let Standing {
             session,

@@ -14,8 +14,7 @@ use iam_ports::{BoxError, Move, RevocationEvent, StoreError, UnitOfWork, random}
 use tracing::info;
 
 use crate::authz::{
-    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, live_tenant,
-    tenant_roles,
+    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, live_tenant, tenant_roles,
 };
 use crate::{Ports, RevocationView};
 
@@ -204,7 +203,13 @@ impl TenantService {
             })
             .await?;
             self.audit
-                .success(&mut *uow, actor, Operation::CreateTenant, parent, &target(id))
+                .success(
+                    &mut *uow,
+                    actor,
+                    Operation::CreateTenant,
+                    parent,
+                    &target(id),
+                )
                 .await?;
             uow.commit().await?;
             info!(tenant.id = %id, parent.id = %parent, "tenant created");
@@ -364,7 +369,8 @@ impl TenantService {
                 return Err(AdminError::HasChildren);
             }
             let now = self.ports.clock.now();
-            uow.set_tenant_status(id, TenantStatus::Deleted, now).await?;
+            uow.set_tenant_status(id, TenantStatus::Deleted, now)
+                .await?;
             let revoked = uow.revoke_tenant_sessions(id, None, now).await?;
             self.audit
                 .success(&mut *uow, actor, Operation::DeleteTenant, id, &target(id))
@@ -430,7 +436,9 @@ impl TenantService {
                 && p.tenant == id
                 && p.user != tenant.owner
             {
-                return Err(AdminError::Forbidden(Operation::TransferOwnership.permission()));
+                return Err(AdminError::Forbidden(
+                    Operation::TransferOwnership.permission(),
+                ));
             }
             let incoming = active_member(&mut *uow, id, new_owner).await?;
             if new_owner == tenant.owner {
@@ -528,8 +536,7 @@ impl TenantService {
                 return Err(AdminError::Escalation);
             }
             let owner = RoleName::owner();
-            if membership.roles.contains(&owner)
-                && uow.count_active_holders(id, &owner).await? <= 1
+            if membership.roles.contains(&owner) && uow.count_active_holders(id, &owner).await? <= 1
             {
                 return Err(AdminError::LastOwner);
             }
@@ -537,12 +544,21 @@ impl TenantService {
             let now = self.ports.clock.now();
             let revoked = uow.revoke_tenant_sessions(id, Some(user), now).await?;
             self.audit
-                .success(&mut *uow, actor, Operation::RemoveMember, id, &member_target)
+                .success(
+                    &mut *uow,
+                    actor,
+                    Operation::RemoveMember,
+                    id,
+                    &member_target,
+                )
                 .await?;
             uow.commit().await?;
             info!(tenant.id = %id, user.id = %user, "member removed");
             for session in revoked {
-                self.view.apply(RevocationEvent::SessionRevoked(session)).await.ok();
+                self.view
+                    .apply(RevocationEvent::SessionRevoked(session))
+                    .await
+                    .ok();
             }
             Ok(())
         }

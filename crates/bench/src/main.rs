@@ -3,10 +3,12 @@
 //! are comparable across machines.
 //!
 //! `iam-bench validate` drives gRPC ValidateToken over loopback; `iam-bench flood` floods
-//! sign-in with wrong passwords from one address.
+//! sign-in with wrong passwords from one address; `iam-bench tenants` drives gRPC
+//! TenantHierarchyService on a seeded tenant tree.
 
 mod flood;
 mod suite;
+mod tenants;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,8 @@ enum Command {
     Flood(flood::Options),
     /// Load, scale-out and fault suite on the real binary and PostgreSQL.
     Suite(suite::Options),
+    /// TenantHierarchyService (IsDescendant, GetTenantStatus) on a seeded tenant tree.
+    Tenants(tenants::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Validate(options) => validate::run(&options),
         Command::Flood(options) => flood::run(&options),
         Command::Suite(options) => suite::run(&options),
+        Command::Tenants(options) => tenants::run(&options),
     }
 }

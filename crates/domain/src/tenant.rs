@@ -167,7 +167,11 @@ mod tests {
 
     #[test]
     fn tenant_status_round_trips() {
-        for s in [TenantStatus::Active, TenantStatus::Blocked, TenantStatus::Deleted] {
+        for s in [
+            TenantStatus::Active,
+            TenantStatus::Blocked,
+            TenantStatus::Deleted,
+        ] {
             assert_eq!(TenantStatus::parse(s.as_str()), Some(s));
         }
     }

@@ -89,6 +89,9 @@ pub enum Refreshed {
     /// A spent token came back: the family is revoked (and that is published).
     Reused(SessionId),
     Expired,
+    /// A live token of a session whose tenant is blocked (itself or above): nothing was spent,
+    /// so the token works again once the block is lifted.
+    Blocked,
     Unknown,
 }
 
@@ -210,8 +213,11 @@ pub trait TenantRepo: Send {
     ) -> Result<Move, StoreError>;
 
     /// Ends a membership; `false` if the user was not a member.
-    async fn delete_membership(&mut self, tenant: TenantId, user: UserId)
-    -> Result<bool, StoreError>;
+    async fn delete_membership(
+        &mut self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<bool, StoreError>;
 
     /// Stores a pending tenant selection.
     async fn insert_selection(&mut self, selection: &TenantSelection) -> Result<(), StoreError>;

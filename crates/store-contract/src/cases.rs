@@ -1644,7 +1644,9 @@ async fn assert_tree(uow: &mut dyn iam_ports::UnitOfWork, tree: &[Tenant]) {
         assert_eq!(lineage[1..], expected[..]);
         for other in tree {
             assert_eq!(
-                uow.is_descendant(other.id, t.id).await.expect("is descendant"),
+                uow.is_descendant(other.id, t.id)
+                    .await
+                    .expect("is descendant"),
                 expected.contains(&other.id),
                 "is {} below {}",
                 t.name,
@@ -1731,11 +1733,15 @@ pub async fn moves_keep_the_tree_and_refuse_cycles(f: &Fixture) {
     }
     let unknown = tenant(99, &u).id;
     assert_eq!(
-        uow.move_tenant(unknown, Some(root.id), at).await.expect("move"),
+        uow.move_tenant(unknown, Some(root.id), at)
+            .await
+            .expect("move"),
         iam_ports::Move::NotFound
     );
     assert_eq!(
-        uow.move_tenant(b.id, Some(unknown), at).await.expect("move"),
+        uow.move_tenant(b.id, Some(unknown), at)
+            .await
+            .expect("move"),
         iam_ports::Move::NotFound
     );
     // b (with c) goes under d; the refusals above left the unit usable.
@@ -1750,7 +1756,13 @@ pub async fn moves_keep_the_tree_and_refuse_cycles(f: &Fixture) {
         ..b.clone()
     };
     let mut uow = f.store.begin().await.expect("begin");
-    let tree = [root.clone(), a.clone(), b_moved.clone(), c.clone(), d.clone()];
+    let tree = [
+        root.clone(),
+        a.clone(),
+        b_moved.clone(),
+        c.clone(),
+        d.clone(),
+    ];
     assert_tree(&mut *uow, &tree).await;
     let stored = uow.tenant(b.id).await.expect("lookup").expect("tenant");
     assert_eq!((stored.parent, stored.updated_at), (Some(d.id), at));
@@ -1786,7 +1798,9 @@ pub async fn moves_keep_the_tree_and_refuse_cycles(f: &Fixture) {
     // A rolled-back move leaves the tree as it was.
     let mut uow = f.store.begin().await.expect("begin");
     assert_eq!(
-        uow.move_tenant(c.id, Some(root.id), at).await.expect("move"),
+        uow.move_tenant(c.id, Some(root.id), at)
+            .await
+            .expect("move"),
         iam_ports::Move::Moved
     );
     uow.rollback().await.expect("rollback");
@@ -1838,7 +1852,9 @@ pub async fn moves_and_deletions_reach_the_snapshot(f: &Fixture) {
     // A deleted tenant leaves the listings and counts as blocked.
     let mut uow = f.store.begin().await.expect("begin");
     assert_eq!(
-        uow.move_tenant(b.id, Some(root.id), t0()).await.expect("move"),
+        uow.move_tenant(b.id, Some(root.id), t0())
+            .await
+            .expect("move"),
         iam_ports::Move::Moved
     );
     assert!(
@@ -1846,7 +1862,12 @@ pub async fn moves_and_deletions_reach_the_snapshot(f: &Fixture) {
             .await
             .expect("delete")
     );
-    assert!(uow.children(b.id, None, 10).await.expect("children").is_empty());
+    assert!(
+        uow.children(b.id, None, 10)
+            .await
+            .expect("children")
+            .is_empty()
+    );
     let below: Vec<_> = uow
         .descendants(root.id, None, 10)
         .await

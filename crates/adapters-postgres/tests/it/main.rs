@@ -21,6 +21,8 @@ use iam_ports::{
 use iam_store_contract::Fixture;
 use iam_store_contract::fixtures::{add_member, hash, t0, tenant, user};
 
+mod rls;
+
 fn config(url: &str, max_connections: usize) -> PgConfig {
     PgConfig {
         url: url.to_owned(),
@@ -212,7 +214,8 @@ async fn migrate_applies_everything_to_an_empty_database() {
             "00000000000006".to_owned(),
             "00000000000007".to_owned(),
             "00000000000008".to_owned(),
-            "00000000000009".to_owned()
+            "00000000000009".to_owned(),
+            "00000000000010".to_owned()
         ]
     );
     assert!(migrate(&db.url).await.expect("migrate again").is_empty());
@@ -925,7 +928,9 @@ async fn hand_edits_cannot_make_a_cycle_and_keep_the_closure() {
     uow.insert_tenant(&grandchild).await.expect("grandchild");
     uow.commit().await.expect("commit");
 
-    let mut conn = AsyncPgConnection::establish(&db.url).await.expect("connect");
+    let mut conn = AsyncPgConnection::establish(&db.url)
+        .await
+        .expect("connect");
     for (id, parent) in [(root.id, grandchild.id), (child.id, child.id)] {
         let refused = conn
             .batch_execute(&format!(
@@ -947,13 +952,28 @@ async fn hand_edits_cannot_make_a_cycle_and_keep_the_closure() {
     // Moving the grandchild to the top by hand.
     raw_exec(
         &db.url,
-        &format!("UPDATE tenants SET parent_id = NULL WHERE id = '{}'", grandchild.id),
+        &format!(
+            "UPDATE tenants SET parent_id = NULL WHERE id = '{}'",
+            grandchild.id
+        ),
     )
     .await;
     let mut uow = store.begin().await.expect("begin");
-    assert!(uow.ancestors(grandchild.id).await.expect("ancestors").is_empty());
-    assert!(!uow.is_descendant(root.id, grandchild.id).await.expect("below"));
-    assert_eq!(uow.ancestors(child.id).await.expect("ancestors"), vec![root.id]);
+    assert!(
+        uow.ancestors(grandchild.id)
+            .await
+            .expect("ancestors")
+            .is_empty()
+    );
+    assert!(
+        !uow.is_descendant(root.id, grandchild.id)
+            .await
+            .expect("below")
+    );
+    assert_eq!(
+        uow.ancestors(child.id).await.expect("ancestors"),
+        vec![root.id]
+    );
     uow.commit().await.expect("commit");
 }
 

@@ -6,6 +6,7 @@ mod flows;
 mod meta;
 mod mfa;
 mod rbac;
+mod tenants;
 mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -56,6 +57,20 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rbac::list_audit_events))
         .routes(routes!(claims::list_claims, claims::register_claim))
         .routes(routes!(claims::delete_claim))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(
+            tenants::get_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
+        .routes(routes!(tenants::block_tenant))
+        .routes(routes!(tenants::unblock_tenant))
+        .routes(routes!(tenants::transfer_ownership))
+        .routes(routes!(tenants::move_tenant))
+        .routes(routes!(tenants::list_children))
+        .routes(routes!(tenants::list_ancestors))
+        .routes(routes!(tenants::list_members))
+        .routes(routes!(tenants::remove_member))
         .routes(routes!(meta::jwks))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))

@@ -38,7 +38,7 @@ pub struct UserBody {
     updated_at: Timestamp,
 }
 
-fn body(user: &User, roles: Option<Vec<RoleName>>) -> UserBody {
+pub(crate) fn body(user: &User, roles: Option<Vec<RoleName>>) -> UserBody {
     UserBody {
         id: user.id.as_uuid(),
         email: user.email.as_str().to_owned(),

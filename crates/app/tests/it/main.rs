@@ -13,4 +13,5 @@ mod mfa;
 mod openapi;
 mod rbac;
 mod support;
+mod tenants;
 mod throttle;

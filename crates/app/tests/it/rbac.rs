@@ -9,7 +9,7 @@ use tonic::Code;
 
 use crate::support::{Backend, PASSWORD, TestApp, problem, rpc, rpc::pb, spawn};
 
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -22,7 +22,7 @@ async fn call(
         .expect("request")
 }
 
-fn build(
+pub(crate) fn build(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -40,13 +40,13 @@ fn build(
     req
 }
 
-async fn ok_json(r: Response, status: StatusCode) -> Value {
+pub(crate) async fn ok_json(r: Response, status: StatusCode) -> Value {
     assert_eq!(r.status(), status, "{:?}", r.text().await);
     r.json().await.expect("json")
 }
 
 /// Makes the root tenant (so permission registration is in reach) and signs its owner in.
-async fn root_owner(app: &TestApp) -> (String, String) {
+pub(crate) async fn root_owner(app: &TestApp) -> (String, String) {
     let done = app
         .app
         .rbac
@@ -66,7 +66,7 @@ async fn root_owner(app: &TestApp) -> (String, String) {
     )
 }
 
-async fn create_user(app: &TestApp, token: &str, email: &str, roles: &[&str]) -> String {
+pub(crate) async fn create_user(app: &TestApp, token: &str, email: &str, roles: &[&str]) -> String {
     let body = ok_json(
         call(
             app,
@@ -84,7 +84,58 @@ async fn create_user(app: &TestApp, token: &str, email: &str, roles: &[&str]) ->
     body["id"].as_str().expect("id").to_owned()
 }
 
-async fn create_role(app: &TestApp, token: &str, name: &str, permissions: &[&str]) -> String {
+pub(crate) const MANAGE: &str = "iam.tenants.manage-descendants";
+
+/// Creates a tenant below the caller's (or below `parent`) and returns its id.
+pub(crate) async fn create_tenant(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    parent: Option<&str>,
+) -> String {
+    let mut body = json!({ "name": name });
+    if let Some(p) = parent {
+        body["parent_id"] = json!(p);
+    }
+    let created = ok_json(
+        call(app, Method::POST, "/tenants", token, Some(body)).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    created["id"].as_str().expect("id").to_owned()
+}
+
+/// Creates a member of `tenant` (a descendant of the caller's) through `X-Tenant-Id`.
+pub(crate) async fn create_user_in(
+    app: &TestApp,
+    token: &str,
+    tenant: &str,
+    email: &str,
+) -> String {
+    let body = ok_json(
+        build(
+            app,
+            Method::POST,
+            "/users",
+            token,
+            Some(json!({ "email": email, "name": "Member", "password": PASSWORD })),
+        )
+        .header("x-tenant-id", tenant)
+        .send()
+        .await
+        .expect("request"),
+        StatusCode::CREATED,
+    )
+    .await;
+    body["id"].as_str().expect("id").to_owned()
+}
+
+pub(crate) async fn create_role(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    permissions: &[&str],
+) -> String {
     let body = ok_json(
         call(
             app,
@@ -276,11 +327,112 @@ async fn matrix(backend: Backend) {
                 expected: StatusCode::NO_CONTENT,
             },
         ),
+        (
+            "POST /tenants",
+            Case {
+                permission: &["iam.tenants.write"],
+                expected: StatusCode::CREATED,
+            },
+        ),
+        (
+            "GET /tenants",
+            Case {
+                permission: &["iam.tenants.read"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "GET /tenants/{id}",
+            Case {
+                permission: &[MANAGE, "iam.tenants.read"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "PATCH /tenants/{id}",
+            Case {
+                permission: &[MANAGE, "iam.tenants.write"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "DELETE /tenants/{id}",
+            Case {
+                permission: &[MANAGE, "iam.tenants.write"],
+                expected: StatusCode::NO_CONTENT,
+            },
+        ),
+        (
+            "POST /tenants/{id}/block",
+            Case {
+                permission: &[MANAGE, "iam.tenants.write"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "POST /tenants/{id}/unblock",
+            Case {
+                permission: &[MANAGE, "iam.tenants.write"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "POST /tenants/{id}/transfer-ownership",
+            Case {
+                permission: &[MANAGE, "iam.tenants.write"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "POST /tenants/{id}/move",
+            Case {
+                permission: &[MANAGE, "iam.tenants.write"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "GET /tenants/{id}/children",
+            Case {
+                permission: &[MANAGE, "iam.tenants.read"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "GET /tenants/{id}/ancestors",
+            Case {
+                permission: &[MANAGE, "iam.tenants.read"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "GET /tenants/{id}/members",
+            Case {
+                permission: &[MANAGE, "iam.users.read"],
+                expected: StatusCode::OK,
+            },
+        ),
+        (
+            "DELETE /tenants/{id}/members/{userId}",
+            Case {
+                permission: &[MANAGE, "iam.users.delete"],
+                expected: StatusCode::NO_CONTENT,
+            },
+        ),
     ];
+    // A child of the root tenant, and below the root one tenant per round with a member.
+    let kid = create_tenant(&app, &owner, "Kid", None).await;
     for (n, (endpoint, case)) in cases.iter().enumerate() {
         // Each round gets its own objects, set up by the owner.
         let victim = create_user(&app, &owner, &format!("victim{n}@example.com"), &[]).await;
         let doomed = create_role(&app, &owner, &format!("doomed{n}"), &[]).await;
+        let (sub, sub_member) =
+            if endpoint.contains("/tenants/{id}/") || endpoint.starts_with("DELETE /tenants") {
+                let sub = create_tenant(&app, &owner, &format!("Sub {n}"), None).await;
+                let member = create_user_in(&app, &owner, &sub, &format!("m{n}@example.com")).await;
+                (sub, member)
+            } else {
+                (String::new(), String::new())
+            };
         if endpoint.ends_with("/restore") {
             let r = call(
                 &app,
@@ -382,6 +534,47 @@ async fn matrix(backend: Backend) {
                 "DELETE /auth/claims/{name}" => {
                     (Method::DELETE, format!("/auth/claims/acme.d{n}"), None)
                 }
+                "POST /tenants" => (
+                    Method::POST,
+                    "/tenants".into(),
+                    Some(json!({ "name": format!("Made {n}-{}", token.len()) })),
+                ),
+                "GET /tenants" => (Method::GET, "/tenants?limit=5".into(), None),
+                "GET /tenants/{id}" => (Method::GET, format!("/tenants/{kid}"), None),
+                "PATCH /tenants/{id}" => (
+                    Method::PATCH,
+                    format!("/tenants/{kid}"),
+                    Some(json!({ "name": format!("Kid {n}"), "metadata": { "round": n } })),
+                ),
+                "DELETE /tenants/{id}" => (Method::DELETE, format!("/tenants/{sub}"), None),
+                "POST /tenants/{id}/block" => (Method::POST, format!("/tenants/{kid}/block"), None),
+                "POST /tenants/{id}/unblock" => {
+                    (Method::POST, format!("/tenants/{kid}/unblock"), None)
+                }
+                "POST /tenants/{id}/transfer-ownership" => (
+                    Method::POST,
+                    format!("/tenants/{sub}/transfer-ownership"),
+                    Some(json!({ "user_id": sub_member })),
+                ),
+                "POST /tenants/{id}/move" => (
+                    Method::POST,
+                    format!("/tenants/{sub}/move"),
+                    Some(json!({ "parent_id": kid })),
+                ),
+                "GET /tenants/{id}/children" => {
+                    (Method::GET, format!("/tenants/{kid}/children"), None)
+                }
+                "GET /tenants/{id}/ancestors" => {
+                    (Method::GET, format!("/tenants/{kid}/ancestors"), None)
+                }
+                "GET /tenants/{id}/members" => {
+                    (Method::GET, format!("/tenants/{kid}/members"), None)
+                }
+                "DELETE /tenants/{id}/members/{userId}" => (
+                    Method::DELETE,
+                    format!("/tenants/{sub}/members/{sub_member}"),
+                    None,
+                ),
                 other => panic!("no request for {other}"),
             };
             build(&app, method, &path, &token, body).send()
@@ -419,8 +612,30 @@ async fn matrix(backend: Backend) {
     .await;
     let items = events["items"].as_array().expect("items");
     let denied = items.iter().filter(|e| e["outcome"] == "denied").count();
-    // One refusal per mutating endpoint (reads are not audited).
-    assert_eq!(denied, 13, "{events}");
+    // One refusal per mutating endpoint acting in the root tenant (reads are not audited);
+    // refusals in a child tenant are in that tenant's trail.
+    assert_eq!(denied, 14, "{events}");
+    let kid_events = ok_json(
+        build(&app, Method::GET, "/audit-events?limit=200", &owner, None)
+            .header("x-tenant-id", &kid)
+            .send()
+            .await
+            .expect("request"),
+        StatusCode::OK,
+    )
+    .await;
+    let kid_items = kid_events["items"].as_array().expect("items");
+    let denied = kid_items
+        .iter()
+        .filter(|e| e["outcome"] == "denied")
+        .count();
+    assert_eq!(denied, 3, "update, block, unblock: {kid_events}");
+    assert!(
+        kid_items
+            .iter()
+            .any(|e| e["action"] == "tenants.block" && e["outcome"] == "success"),
+        "{kid_events}"
+    );
     assert!(
         items
             .iter()

@@ -388,7 +388,7 @@ async fn tampered_tokens_are_refused_with_a_reason() {
 }
 
 #[tokio::test]
-async fn refresh_ends_a_session_whose_tenant_is_blocked() {
+async fn refresh_is_refused_while_the_tenant_is_blocked_and_spends_nothing() {
     let h = Harness::new().await;
     h.register("ada@example.com").await;
     let mut uow = h.store.begin().await.expect("begin");
@@ -417,15 +417,22 @@ async fn refresh_ends_a_session_whose_tenant_is_blocked() {
     uow.commit().await.expect("commit");
 
     let r = h.auth.refresh(token.expose(), CLIENT).await;
-    assert!(matches!(r, Err(AuthError::InvalidGrant)), "{r:?}");
+    assert!(matches!(r, Err(AuthError::TenantBlocked)), "{r:?}");
     let mut uow = h.store.begin().await.expect("begin");
     let stored = uow
         .session(session.id)
         .await
         .expect("lookup")
         .expect("session");
-    assert!(
-        stored.is_revoked(),
-        "the session is ended, not left half alive"
-    );
+    assert!(!stored.is_revoked(), "a block ends no session");
+    uow.commit().await.expect("commit");
+    // Unblocked, the very same token rotates: the refused refresh spent nothing.
+    h.tenants
+        .set_status(blocked.id, TenantStatus::Active)
+        .await
+        .expect("unblock");
+    h.auth
+        .refresh(token.expose(), CLIENT)
+        .await
+        .expect("refresh after the unblock");
 }

@@ -1,0 +1,582 @@
+//! The tenant tree end to end: delegation reaches descendants only, the tree's rules (cycles,
+//! children, ownership, members), and a blocked subtree across sign-in, refresh and
+//! ValidateToken on every instance.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::rbac::{MANAGE, build, call, create_tenant, create_user_in, ok_json, root_owner};
+use crate::support::{Backend, PASSWORD, TestApp, problem, rpc, rpc::pb, spawn, spawn_second};
+
+/// A request acting in `tenant` through `X-Tenant-Id`.
+async fn call_in(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    tenant: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    build(app, method, path, token, body)
+        .header("x-tenant-id", tenant)
+        .send()
+        .await
+        .expect("request")
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+async fn token_of(app: &TestApp, email: &str) -> String {
+    app.login(email).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+async fn delegation(backend: Backend) {
+    let app = spawn(backend).await;
+    let (owner, root) = root_owner(&app).await;
+    let a = create_tenant(&app, &owner, "Partner A", None).await;
+    let b = create_tenant(&app, &owner, "Partner B", None).await;
+    // Alice administers partner A with a role of A's that includes manage-descendants.
+    let role = ok_json(
+        call_in(
+            &app,
+            Method::POST,
+            "/roles",
+            &owner,
+            &a,
+            Some(json!({ "name": "partner-admin", "permissions": [
+                MANAGE, "iam.tenants.read", "iam.tenants.write", "iam.users.read",
+                "iam.users.write", "iam.users.delete", "iam.roles.read"] })),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let role = role["id"].as_str().expect("id").to_owned();
+    ok_json(
+        call_in(
+            &app,
+            Method::POST,
+            "/users",
+            &owner,
+            &a,
+            Some(
+                json!({ "email": "alice@example.com", "name": "Alice", "password": PASSWORD,
+                         "roles": ["partner-admin"] }),
+            ),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let alice = token_of(&app, "alice@example.com").await;
+
+    // Down the tree: a customer below A, and a sub-customer below that.
+    let a1 = create_tenant(&app, &alice, "Customer A1", None).await;
+    let a1a = create_tenant(&app, &alice, "Sub-customer A1a", Some(&a1)).await;
+    let below = ok_json(
+        call(&app, Method::GET, "/tenants", &alice, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let mut expected = vec![a1.clone(), a1a.clone()];
+    expected.sort();
+    assert_eq!(ids(&below), expected, "A's descendants, by id");
+    let ancestors = ok_json(
+        call(
+            &app,
+            Method::GET,
+            &format!("/tenants/{a1a}/ancestors"),
+            &alice,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        ids(&ancestors),
+        vec![a1.clone(), a.clone()],
+        "up to A, not the root"
+    );
+    let everything = ok_json(
+        call(&app, Method::GET, "/tenants?limit=1", &owner, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(ids(&everything).len(), 1);
+    assert!(everything["next_cursor"].is_string(), "paginated");
+
+    // Users of a descendant, through X-Tenant-Id.
+    let carol = create_user_in(&app, &alice, &a1, "carol@example.com").await;
+    let members = ok_json(
+        call(
+            &app,
+            Method::GET,
+            &format!("/tenants/{a1}/members"),
+            &alice,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(ids(&members).len(), 2, "alice (owner) and carol: {members}");
+
+    // Nothing above or beside A.
+    for (method, path, body) in [
+        (Method::GET, format!("/tenants/{b}"), None),
+        (Method::GET, format!("/tenants/{root}"), None),
+        (Method::GET, format!("/tenants/{b}/members"), None),
+        (Method::POST, format!("/tenants/{b}/block"), None),
+        (
+            Method::POST,
+            "/tenants".to_owned(),
+            Some(json!({ "name": "Sneaky", "parent_id": b })),
+        ),
+        (
+            Method::POST,
+            format!("/tenants/{a1a}/move"),
+            Some(json!({ "parent_id": b })),
+        ),
+    ] {
+        let (status, body) = problem(call(&app, method.clone(), &path, &alice, body).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+        assert!(!body.to_string().contains("Partner B"));
+    }
+    for tenant in [&b, &root] {
+        let (status, _) =
+            problem(call_in(&app, Method::GET, "/users", &alice, tenant, None).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "users of {tenant}");
+    }
+    let (status, body) = problem(
+        build(&app, Method::GET, "/users", &alice, None)
+            .header("x-tenant-id", "not-a-tenant")
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_tenant_header"))
+    );
+
+    // One's own tenant is blocked, moved and deleted from above only; the root never.
+    let (status, body) = problem(
+        call(
+            &app,
+            Method::POST,
+            &format!("/tenants/{a}/block"),
+            &alice,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("ancestor_required"))
+    );
+    let (status, body) = problem(
+        call(
+            &app,
+            Method::POST,
+            &format!("/tenants/{root}/block"),
+            &owner,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("platform_root"))
+    );
+
+    // The tree's rules.
+    let (status, body) = problem(
+        call(
+            &app,
+            Method::DELETE,
+            &format!("/tenants/{a1}"),
+            &alice,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("tenant_has_children"))
+    );
+    for parent in [&a1, &a1a] {
+        let (status, body) = problem(
+            call(
+                &app,
+                Method::POST,
+                &format!("/tenants/{a1}/move"),
+                &alice,
+                Some(json!({ "parent_id": parent })),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::CONFLICT, Some("tenant_cycle"))
+        );
+    }
+    let moved = ok_json(
+        call(
+            &app,
+            Method::POST,
+            &format!("/tenants/{a1a}/move"),
+            &alice,
+            Some(json!({ "parent_id": a })),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(moved["parent_id"], json!(a));
+    let children = ok_json(
+        call(
+            &app,
+            Method::GET,
+            &format!("/tenants/{a}/children"),
+            &alice,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let mut expected = vec![a1.clone(), a1a.clone()];
+    expected.sort();
+    assert_eq!(ids(&children), expected);
+    let renamed = ok_json(
+        call(
+            &app,
+            Method::PATCH,
+            &format!("/tenants/{a1}"),
+            &alice,
+            Some(json!({ "name": "Customer One", "metadata": { "plan": "gold" } })),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (renamed["name"].as_str(), &renamed["metadata"]["plan"]),
+        (Some("Customer One"), &json!("gold"))
+    );
+
+    // Ownership goes to a member only; the old owner stays, as admin.
+    let (status, _) = problem(
+        call(
+            &app,
+            Method::POST,
+            &format!("/tenants/{a1}/transfer-ownership"),
+            &alice,
+            Some(json!({ "user_id": uuid::Uuid::now_v7() })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let transferred = ok_json(
+        call(
+            &app,
+            Method::POST,
+            &format!("/tenants/{a1}/transfer-ownership"),
+            &alice,
+            Some(json!({ "user_id": carol })),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(transferred["owner_id"], json!(carol));
+    let members = ok_json(
+        call(
+            &app,
+            Method::GET,
+            &format!("/tenants/{a1}/members"),
+            &alice,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let roles_of = |email: &str| {
+        members["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|m| m["email"] == email)
+            .map(|m| m["roles"].clone())
+            .expect("member")
+    };
+    assert!(
+        roles_of("carol@example.com")
+            .as_array()
+            .expect("roles")
+            .contains(&json!("owner"))
+    );
+    let old = roles_of("alice@example.com");
+    assert!(
+        old.as_array().expect("roles").contains(&json!("admin")),
+        "{old}"
+    );
+    assert!(
+        !old.as_array().expect("roles").contains(&json!("owner")),
+        "{old}"
+    );
+
+    // Members leave; the owner only after handing over.
+    let (status, body) = problem(
+        call(
+            &app,
+            Method::DELETE,
+            &format!("/tenants/{a1}/members/{carol}"),
+            &alice,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("tenant_owner"))
+    );
+    let dave = create_user_in(&app, &alice, &a1, "dave@example.com").await;
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/tenants/{a1}/members/{dave}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/tenants/{a1}/members/{dave}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Without manage-descendants, the descendants are out of reach; A itself is not.
+    ok_json(
+        call_in(
+            &app,
+            Method::PATCH,
+            &format!("/roles/{role}"),
+            &owner,
+            &a,
+            Some(json!({ "permissions": ["iam.tenants.read", "iam.tenants.write"] })),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let (status, body) =
+        problem(call(&app, Method::GET, &format!("/tenants/{a1}"), &alice, None).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["detail"], format!("requires {MANAGE}"));
+    ok_json(
+        call(&app, Method::GET, &format!("/tenants/{a}"), &alice, None).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // A deleted tenant is gone from every listing and answers 404.
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/tenants/{a1a}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, _) =
+        problem(call(&app, Method::GET, &format!("/tenants/{a1a}"), &owner, None).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let below = ok_json(
+        call(
+            &app,
+            Method::GET,
+            &format!("/tenants/{a}/children"),
+            &owner,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(ids(&below), vec![a1.clone()]);
+}
+
+#[tokio::test]
+async fn delegation_reaches_descendants_only_on_memory() {
+    delegation(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn delegation_reaches_descendants_only_on_postgres() {
+    delegation(Backend::Postgres).await;
+}
+
+/// Polls ValidateToken on `app` until its answer's validity is `valid`, for at most a second.
+async fn validates_within_a_second(
+    app: &TestApp,
+    token: &str,
+    valid: bool,
+) -> pb::ValidateTokenResponse {
+    let start = Instant::now();
+    loop {
+        let answer = rpc::validate(app, token).await;
+        if answer.valid == valid {
+            return answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "ValidateToken still says valid = {} after a second",
+            answer.valid
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn blocked_subtree(backend: Backend) {
+    let app = spawn(backend).await;
+    // On PostgreSQL a second instance must hear of the block through the database.
+    let second = match backend {
+        Backend::Postgres => Some(spawn_second(&app).await),
+        Backend::Memory => None,
+    };
+    let (owner, _) = root_owner(&app).await;
+    let a = create_tenant(&app, &owner, "Partner A", None).await;
+    let a1 = create_tenant(&app, &owner, "Customer A1", Some(&a)).await;
+    create_user_in(&app, &owner, &a1, "carol@example.com").await;
+    let carol = app.login("carol@example.com").await;
+    let access = carol["access_token"].as_str().expect("token").to_owned();
+    let refresh = carol["refresh_token"].clone();
+    let instances: Vec<&TestApp> = std::iter::once(&app).chain(second.as_ref()).collect();
+    for instance in &instances {
+        assert!(rpc::validate(instance, &access).await.valid);
+    }
+
+    ok_json(
+        call(
+            &app,
+            Method::POST,
+            &format!("/tenants/{a}/block"),
+            &owner,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    for instance in &instances {
+        let answer = validates_within_a_second(instance, &access, false).await;
+        assert_eq!(answer.reason_code, "tenant_blocked");
+    }
+    let mut status = rpc::tenants(&app).await;
+    let standing = status
+        .get_tenant_status(pb::GetTenantStatusRequest {
+            tenant_id: a1.clone(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        (
+            standing.status(),
+            standing.own_status(),
+            standing.blocked_by.as_str()
+        ),
+        (
+            pb::TenantStatus::Blocked,
+            pb::TenantStatus::Active,
+            a.as_str()
+        )
+    );
+    let (code, body) = problem(
+        app.post(
+            "/auth/login",
+            json!({ "email": "carol@example.com", "password": PASSWORD }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("tenant_blocked"))
+    );
+    let (code, body) = problem(
+        app.post("/auth/refresh", json!({ "refresh_token": refresh }))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("tenant_blocked"))
+    );
+
+    // Unblocked: the same, unexpired tokens work again everywhere, the refresh token included
+    // (the refused refresh spent nothing).
+    ok_json(
+        call(
+            &app,
+            Method::POST,
+            &format!("/tenants/{a}/unblock"),
+            &owner,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    for instance in &instances {
+        validates_within_a_second(instance, &access, true).await;
+    }
+    let refreshed = app
+        .post("/auth/refresh", json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(
+        refreshed.status(),
+        StatusCode::OK,
+        "{:?}",
+        refreshed.text().await
+    );
+    app.login("carol@example.com").await;
+}
+
+#[tokio::test]
+async fn a_blocked_subtree_stops_sign_in_refresh_and_validation_on_memory() {
+    blocked_subtree(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_blocked_subtree_stops_sign_in_refresh_and_validation_on_postgres() {
+    blocked_subtree(Backend::Postgres).await;
+}
