@@ -1,5 +1,9 @@
 DROP TRIGGER tenants_closure_move ON tenants;
+DROP TRIGGER tenants_tree_lock_move ON tenants;
 DROP TRIGGER tenants_closure_insert ON tenants;
+DROP TRIGGER tenants_tree_lock_insert ON tenants;
+DROP FUNCTION iam_tenant_tree_lock_exclusive();
+DROP FUNCTION iam_tenant_tree_lock_shared();
 DROP FUNCTION iam_tenant_closure_move();
 DROP FUNCTION iam_tenant_closure_insert();
 DROP FUNCTION iam_tenant_tree_lock_key();

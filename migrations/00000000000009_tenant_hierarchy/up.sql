@@ -60,6 +60,28 @@ BEGIN
 END
 $$;
 
+-- The lock is taken BEFORE the row goes in, ahead of the foreign-key check's lock on the parent
+-- row: a move takes the tree lock first and the moved row's lock second, so the two orders
+-- agree and a child's insert cannot deadlock with a move of its parent.
+CREATE FUNCTION iam_tenant_tree_lock_shared() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(iam_tenant_tree_lock_key());
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION iam_tenant_tree_lock_exclusive() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(iam_tenant_tree_lock_key());
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER tenants_tree_lock_insert BEFORE INSERT ON tenants
+    FOR EACH ROW EXECUTE FUNCTION iam_tenant_tree_lock_shared();
+
 CREATE TRIGGER tenants_closure_insert AFTER INSERT ON tenants
     FOR EACH ROW EXECUTE FUNCTION iam_tenant_closure_insert();
 
@@ -90,6 +112,10 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+CREATE TRIGGER tenants_tree_lock_move BEFORE UPDATE OF parent_id ON tenants
+    FOR EACH ROW WHEN (OLD.parent_id IS DISTINCT FROM NEW.parent_id)
+    EXECUTE FUNCTION iam_tenant_tree_lock_exclusive();
 
 CREATE TRIGGER tenants_closure_move AFTER UPDATE OF parent_id ON tenants
     FOR EACH ROW WHEN (OLD.parent_id IS DISTINCT FROM NEW.parent_id)

@@ -145,6 +145,10 @@ BEGIN
 END
 $$;
 
+GRANT EXECUTE ON FUNCTION iam_refresh_session(bytea, bytea, timestamptz, timestamptz) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION iam_tenant_closure_insert(), iam_tenant_closure_move() TO PUBLIC;
+ALTER FUNCTION iam_tenant_closure_insert() SECURITY INVOKER RESET search_path;
+ALTER FUNCTION iam_tenant_closure_move() SECURITY INVOKER RESET search_path;
 DROP FUNCTION iam_tenant_blocked(uuid);
 DROP FUNCTION iam_current_tenant();
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM iam_service;

@@ -14,21 +14,37 @@
 -- migrating role, each answering one narrow question (listed in ARCHITECTURE.md). FORCE makes
 -- the policies bind the owner too; the owner's own policy is what lets those functions work.
 
+-- Roles are per cluster: a DBA may have made it already (then the migrator needs no
+-- CREATEROLE). One cluster should serve one IAM deployment, or a member of iam_service could
+-- act in every IAM database on it.
 DO $$
 BEGIN
-    CREATE ROLE iam_service NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
-EXCEPTION WHEN duplicate_object THEN
-    NULL;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iam_service') THEN
+        CREATE ROLE iam_service NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+    END IF;
+    -- So that a service logging in as the migrating role (development, tests) can SET ROLE;
+    -- production logs in as a role that is only a member of iam_service.
+    IF NOT pg_has_role(current_user, 'iam_service', 'MEMBER') THEN
+        BEGIN
+            EXECUTE format('GRANT iam_service TO %I', current_user);
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE NOTICE 'iam_service not granted to %: grant it to the service''s login role',
+                current_user;
+        END;
+    END IF;
 END
 $$;
--- The migrating role hands its connections to iam_service (and tests log in as it).
-GRANT iam_service TO CURRENT_USER;
 
 GRANT USAGE ON SCHEMA public TO iam_service;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO iam_service;
 REVOKE ALL ON __diesel_schema_migrations FROM iam_service;
 -- Append-only, for the service too (the trigger refuses it for everyone).
 REVOKE UPDATE, DELETE ON audit_events FROM iam_service;
+-- The closure table is the triggers' alone: a forged row would forge IsDescendant and
+-- delegation. The triggers run as the owner.
+REVOKE INSERT, UPDATE, DELETE ON tenant_closure FROM iam_service;
+ALTER FUNCTION iam_tenant_closure_insert() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION iam_tenant_closure_move() SECURITY DEFINER SET search_path = public, pg_temp;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO iam_service;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO iam_service;
@@ -118,6 +134,17 @@ CREATE FUNCTION iam_custom_roles() RETURNS SETOF roles
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT * FROM roles
 $$;
+
+-- Only the service may call the definer functions (functions are executable by PUBLIC by
+-- default).
+REVOKE ALL ON FUNCTION iam_memberships_of(uuid), iam_session_tenant(uuid), iam_refresh_tenant(bytea),
+    iam_user_session_tenants(uuid), iam_revoked_sessions_since(timestamptz), iam_custom_roles(),
+    iam_tenant_closure_insert(), iam_tenant_closure_move()
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iam_memberships_of(uuid), iam_session_tenant(uuid),
+    iam_refresh_tenant(bytea), iam_user_session_tenants(uuid),
+    iam_revoked_sessions_since(timestamptz), iam_custom_roles()
+    TO iam_service;
 
 -- The refresh hot path in one call, which finds the session by the token alone; migration 7's
 -- function, now also refusing (without spending the token) while the session's tenant is
@@ -251,3 +278,7 @@ BEGIN
     RETURN NEXT;
 END
 $$;
+
+REVOKE ALL ON FUNCTION iam_refresh_session(bytea, bytea, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iam_refresh_session(bytea, bytea, timestamptz, timestamptz)
+    TO iam_service;

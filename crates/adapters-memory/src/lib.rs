@@ -120,17 +120,15 @@ impl Store for MemoryStore {
         next: &NewRefreshToken,
     ) -> Result<Refreshed, StoreError> {
         let mut uow = self.begin().await?;
-        if let Some(session) = uow.session_of_refresh(presented).await?
-            && !uow
-                .lineage(session.tenant)
-                .await?
-                .iter()
-                .all(|t| t.status == TenantStatus::Active)
-        {
-            return Ok(Refreshed::Blocked);
-        }
         let outcome = match uow.rotate_refresh(presented, next).await? {
             Rotation::Rotated(session) => {
+                // Like the PostgreSQL function: a live token of a blocked tenant is refused
+                // with nothing spent (so it works again after an unblock).
+                let lineage = uow.lineage(session.tenant).await?;
+                if lineage.iter().any(|t| t.status != TenantStatus::Active) {
+                    uow.rollback().await?;
+                    return Ok(Refreshed::Blocked);
+                }
                 let user = uow.user_by_id(session.user).await?;
                 let membership = uow.membership(session.user, session.tenant).await?;
                 let tenant = uow.tenant(session.tenant).await?;
@@ -447,6 +445,25 @@ impl TenantRepo for MemoryUnit {
             s.tenants.insert(old.id, old);
         }));
         Ok(Move::Moved)
+    }
+
+    async fn delete_tenant_memberships(&mut self, tenant: TenantId) -> Result<u64, StoreError> {
+        let keys: Vec<(UserId, TenantId)> = self
+            .state
+            .memberships
+            .keys()
+            .filter(|(_, t)| *t == tenant)
+            .copied()
+            .collect();
+        for key in &keys {
+            if let Some(old) = self.state.memberships.remove(key) {
+                let key = *key;
+                self.undo.push(Box::new(move |s| {
+                    s.memberships.insert(key, old);
+                }));
+            }
+        }
+        Ok(keys.len() as u64)
     }
 
     async fn delete_membership(

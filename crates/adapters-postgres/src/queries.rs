@@ -490,7 +490,7 @@ pub(crate) async fn move_tenant(
     let Some(current) = tenants::table
         .find(id.as_uuid())
         .select(tenants::parent_id)
-        .for_update()
+        .for_no_key_update()
         .get_result::<Option<Uuid>>(conn)
         .await
         .optional()
@@ -528,6 +528,17 @@ pub(crate) async fn move_tenant(
         .await
         .map_err(from_diesel)?;
     Ok(Ok(true))
+}
+
+pub(crate) async fn delete_tenant_memberships(
+    conn: &mut Conn,
+    tenant: TenantId,
+) -> Result<u64, StoreError> {
+    let n = diesel::delete(memberships::table.filter(memberships::tenant_id.eq(tenant.as_uuid())))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(n as u64)
 }
 
 pub(crate) async fn delete_membership(

@@ -837,10 +837,12 @@ impl AuthService {
             membership,
             tenant,
         } = *standing;
+        // The store refused a blocked tenant (itself or above) already, from the tables; the
+        // view may lag by a moment after an unblock and must not end the session then.
         let allowed = user.as_ref().is_some_and(User::can_sign_in)
-            && tenant.as_ref().is_some_and(|t| {
-                t.status == TenantStatus::Active && !self.validator.view().tenant_blocked(t.id)
-            });
+            && tenant
+                .as_ref()
+                .is_some_and(|t| t.status == TenantStatus::Active);
         let (Some(membership), Some(user), Some(tenant)) =
             (membership.filter(|_| allowed), user, tenant)
         else {

@@ -476,6 +476,12 @@ impl Auditor {
         let (Some(action), Some(outcome)) = (op.audit_action(), error.outcome()) else {
             return;
         };
+        // A user refused delegation to a tenant below their own has no standing there: the
+        // refusal goes to their own tenant's trail, not into one they may not administer.
+        let tenant = match (error, &actor.caller) {
+            (AdminError::Forbidden(MANAGE_DESCENDANTS), Caller::User(p)) => p.tenant,
+            _ => tenant,
+        };
         let event = self.event(actor, action, tenant, target, outcome);
         let written = async {
             let mut uow = self.ports.store.begin().await?;

@@ -395,14 +395,19 @@ impl Flows {
         Ok(())
     }
 
-    /// Checks that the caller may invite into their current tenant (`iam.invitations.write`),
-    /// that the roles exist there, and that the caller holds all they grant. Says nothing of
-    /// the invitee, so it answers alike whether or not the address has an account.
-    pub async fn may_invite(&self, actor: &Actor, roles: &[RoleName]) -> Result<(), AdminError> {
-        let Caller::User(inviter) = &actor.caller else {
+    /// Checks that the caller may invite into `tenant` (their own, or one below it they
+    /// manage) (`iam.invitations.write`), that the roles exist there, and that the caller holds
+    /// all they grant. Says nothing of the invitee, so it answers alike whether or not the
+    /// address has an account.
+    pub async fn may_invite(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        roles: &[RoleName],
+    ) -> Result<(), AdminError> {
+        if !matches!(actor.caller, Caller::User(_)) {
             return Err(AdminError::Forbidden(Operation::Invite.permission()));
-        };
-        let tenant = inviter.tenant;
+        }
         let result = async {
             let mut uow = self.ports.store.begin().await?;
             let held = authorize(&mut *uow, actor, Operation::Invite, tenant).await?;
@@ -427,10 +432,11 @@ impl Flows {
     }
 
     /// The work behind `POST /auth/invite`, after the answer has gone: an invitation link to
-    /// the caller's tenant, whether or not the address has an account.
+    /// `tenant` (which [`Flows::may_invite`] checked), whether or not the address has an account.
     pub async fn invite(
         &self,
         actor: &Actor,
+        tenant: TenantId,
         email: &Email,
         roles: Vec<RoleName>,
     ) -> Result<(), FlowError> {
@@ -440,8 +446,9 @@ impl Flows {
         let now = self.ports.clock.now();
         let mut uow = self.ports.store.begin().await?;
         let tenant = uow
-            .tenant(inviter.tenant)
+            .tenant(tenant)
             .await?
+            .filter(iam_domain::Tenant::is_live)
             .ok_or(FlowError::NotAllowed)?;
         let existing = uow.user_by_email(email).await?.map(|r| r.user.id);
         let (token, mut stored) = self.new_link(

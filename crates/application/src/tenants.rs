@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use iam_domain::rbac::covers;
 use iam_domain::{
-    Membership, Metadata, RoleName, SessionId, Tenant, TenantId, TenantName, TenantStatus, User,
-    UserId, UserStatus,
+    Grants, Membership, Metadata, RoleName, SessionId, Tenant, TenantId, TenantName, TenantStatus,
+    User, UserId, UserStatus,
 };
 use iam_ports::{BoxError, Move, RevocationEvent, StoreError, UnitOfWork, random};
 use tracing::info;
 
 use crate::authz::{
-    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, live_tenant, tenant_roles,
+    Actor, AdminError, Auditor, Caller, MANAGE_DESCENDANTS, Operation, authorize, grants_for,
+    live_tenant, tenant_roles,
 };
 use crate::{Ports, RevocationView};
 
@@ -27,7 +28,8 @@ pub struct NewTenant {
     pub name: TenantName,
     /// The parent; the caller's own tenant when `None` (a service must name one).
     pub parent: Option<TenantId>,
-    /// The owner: an active member of the parent; the calling user when `None`.
+    /// The owner: an active member of the parent. When `None`: the calling user if they are
+    /// one, else the parent's owner.
     pub owner: Option<UserId>,
     pub metadata: Metadata,
 }
@@ -183,9 +185,12 @@ impl TenantService {
         let result = async {
             let mut uow = self.ports.store.begin().await?;
             authorize(&mut *uow, actor, Operation::CreateTenant, parent).await?;
+            // By default the caller, if they are an active member of the parent; else (an
+            // administrator from further up, or a service) the parent's owner.
             let owner = match (new.owner, actor.user_id()) {
-                (Some(o), _) | (None, Some(o)) => o,
-                (None, None) => return Err(AdminError::NotAMember),
+                (Some(o), _) => o,
+                (None, Some(me)) if active_member(&mut *uow, parent, me).await.is_ok() => me,
+                (None, _) => live_tenant(&mut *uow, parent).await?.owner,
             };
             // The owner is someone the parent's administrators already see: one of its members.
             active_member(&mut *uow, parent, owner).await?;
@@ -195,6 +200,9 @@ impl TenantService {
                 ..Tenant::new_top_level(id, new.name, owner, now)
             };
             uow.insert_tenant(&tenant).await?;
+            // Read again once the insert holds the parent (its foreign key locks the row): a
+            // deletion that committed meanwhile must not get a child.
+            live_tenant(&mut *uow, parent).await?;
             uow.insert_membership(&Membership {
                 tenant: id,
                 user: owner,
@@ -230,7 +238,7 @@ impl TenantService {
         limit: usize,
     ) -> Result<TenantPage, AdminError> {
         let mut uow = self.ports.store.begin().await?;
-        authorize(&mut *uow, actor, Operation::ListTenants, root).await?;
+        below(&mut *uow, actor, root).await?;
         let tenants = uow
             .descendants(root, after, limit.clamp(1, MAX_TENANT_PAGE) + 1)
             .await?;
@@ -247,7 +255,7 @@ impl TenantService {
         limit: usize,
     ) -> Result<TenantPage, AdminError> {
         let mut uow = self.ports.store.begin().await?;
-        authorize(&mut *uow, actor, Operation::ListTenants, id).await?;
+        below(&mut *uow, actor, id).await?;
         let tenants = uow
             .children(id, after, limit.clamp(1, MAX_TENANT_PAGE) + 1)
             .await?;
@@ -260,9 +268,9 @@ impl TenantService {
     pub async fn ancestors(&self, actor: &Actor, id: TenantId) -> Result<Vec<Tenant>, AdminError> {
         let mut uow = self.ports.store.begin().await?;
         authorize(&mut *uow, actor, Operation::GetTenant, id).await?;
-        let mut lineage = uow.lineage(id).await?;
+        let lineage = uow.lineage(id).await?;
         uow.commit().await?;
-        lineage.remove(0);
+        let mut lineage = lineage.get(1..).unwrap_or_default().to_vec();
         if let Caller::User(p) = &actor.caller {
             let end = lineage
                 .iter()
@@ -356,8 +364,8 @@ impl TenantService {
         self.audit.finish(actor, op, id, &target(id), result).await
     }
 
-    /// Soft-deletes a tenant without live children: it leaves every listing, its sessions end,
-    /// and its rows stay for the audit trail.
+    /// Soft-deletes a tenant without live children: it leaves every listing, its sessions and
+    /// memberships end, and its row and audit trail stay.
     pub async fn delete(&self, actor: &Actor, id: TenantId) -> Result<(), AdminError> {
         let result = async {
             let mut uow = self.ports.store.begin().await?;
@@ -365,6 +373,7 @@ impl TenantService {
             from_above(&mut *uow, actor, id).await?;
             // Locked so that a child created meanwhile cannot slip under a deleted parent.
             uow.lock_tenant(id).await?;
+            let tenant = live_tenant(&mut *uow, id).await?;
             if !uow.children(id, None, 1).await?.is_empty() {
                 return Err(AdminError::HasChildren);
             }
@@ -372,9 +381,24 @@ impl TenantService {
             uow.set_tenant_status(id, TenantStatus::Deleted, now)
                 .await?;
             let revoked = uow.revoke_tenant_sessions(id, None, now).await?;
+            // Its members no longer belong to it: it leaves their sign-in choices too.
+            uow.delete_tenant_memberships(id).await?;
             self.audit
                 .success(&mut *uow, actor, Operation::DeleteTenant, id, &target(id))
                 .await?;
+            // The deleted tenant's trail can no longer be read through the API; its parent's
+            // administrators keep a record of it.
+            if let Some(parent) = tenant.parent {
+                self.audit
+                    .success(
+                        &mut *uow,
+                        actor,
+                        Operation::DeleteTenant,
+                        parent,
+                        &target(id),
+                    )
+                    .await?;
+            }
             uow.commit().await?;
             info!(tenant.id = %id, "tenant deleted");
             self.refresh_view(id, &revoked).await;
@@ -386,7 +410,8 @@ impl TenantService {
             .await
     }
 
-    /// Re-parents a tenant (with its subtree) under another tenant the caller manages.
+    /// Re-parents a tenant (with its subtree) under another tenant the caller manages; for
+    /// callers holding everything `owner` grants.
     pub async fn move_to(
         &self,
         actor: &Actor,
@@ -395,15 +420,22 @@ impl TenantService {
     ) -> Result<Tenant, AdminError> {
         let result = async {
             let mut uow = self.ports.store.begin().await?;
-            authorize(&mut *uow, actor, Operation::MoveTenant, id).await?;
+            let held = authorize(&mut *uow, actor, Operation::MoveTenant, id).await?;
             from_above(&mut *uow, actor, id).await?;
             authorize(&mut *uow, actor, Operation::MoveTenant, parent).await?;
+            // A subtree moved under a tenant where the caller holds more (one they own, say)
+            // would put it in more of their power: restructuring is for those holding it all.
+            if !covers(&held, &Grants::All) {
+                return Err(AdminError::Escalation);
+            }
             let now = self.ports.clock.now();
             match uow.move_tenant(id, Some(parent), now).await? {
                 Move::Moved => {}
                 Move::Cycle => return Err(AdminError::Cycle),
                 Move::NotFound => return Err(AdminError::TenantNotFound),
             }
+            // As at creation: a deletion of the new parent that committed meanwhile wins.
+            live_tenant(&mut *uow, parent).await?;
             let tenant = live_tenant(&mut *uow, id).await?;
             self.audit
                 .success(&mut *uow, actor, Operation::MoveTenant, id, &target(id))
@@ -420,7 +452,8 @@ impl TenantService {
     }
 
     /// Hands a tenant to another active member, who gets the `owner` role; the old owner stays
-    /// a member as `admin`. The owner may do it, or anyone managing the tenant from above.
+    /// a member as `admin`. Only someone holding everything `owner` grants may (its owners, or
+    /// an owner of a tenant above): nobody makes an owner who is not one.
     pub async fn transfer_ownership(
         &self,
         actor: &Actor,
@@ -429,17 +462,13 @@ impl TenantService {
     ) -> Result<Tenant, AdminError> {
         let result = async {
             let mut uow = self.ports.store.begin().await?;
-            authorize(&mut *uow, actor, Operation::TransferOwnership, id).await?;
+            let held = authorize(&mut *uow, actor, Operation::TransferOwnership, id).await?;
+            // Only owners make owners: the caller must hold everything `owner` grants.
+            if !covers(&held, &Grants::All) {
+                return Err(AdminError::Escalation);
+            }
             uow.lock_tenant(id).await?;
             let mut tenant = live_tenant(&mut *uow, id).await?;
-            if let Caller::User(p) = &actor.caller
-                && p.tenant == id
-                && p.user != tenant.owner
-            {
-                return Err(AdminError::Forbidden(
-                    Operation::TransferOwnership.permission(),
-                ));
-            }
             let incoming = active_member(&mut *uow, id, new_owner).await?;
             if new_owner == tenant.owner {
                 uow.rollback().await?;
@@ -468,7 +497,7 @@ impl TenantService {
                     actor,
                     Operation::TransferOwnership,
                     id,
-                    &format!("tenants/{id}/owner/{new_owner}"),
+                    &target(id),
                 )
                 .await?;
             uow.commit().await?;
@@ -580,6 +609,17 @@ impl TenantService {
         if let Err(e) = self.view.apply(RevocationEvent::TenantStatus(id)).await {
             tracing::warn!(error = %e, "revocation view refresh after a tenant change failed");
         }
+    }
+}
+
+/// What listing the tenants below `id` needs: reading tenants there, and — since everything
+/// listed lies below the caller's tenant — managing descendants.
+async fn below(uow: &mut dyn UnitOfWork, actor: &Actor, id: TenantId) -> Result<(), AdminError> {
+    let held = authorize(uow, actor, Operation::ListTenants, id).await?;
+    if held.allows(MANAGE_DESCENDANTS) {
+        Ok(())
+    } else {
+        Err(AdminError::Forbidden(MANAGE_DESCENDANTS))
     }
 }
 

@@ -212,6 +212,9 @@ pub trait TenantRepo: Send {
         at: Timestamp,
     ) -> Result<Move, StoreError>;
 
+    /// Ends every membership of a tenant (it is being deleted); returns how many.
+    async fn delete_tenant_memberships(&mut self, tenant: TenantId) -> Result<u64, StoreError>;
+
     /// Ends a membership; `false` if the user was not a member.
     async fn delete_membership(
         &mut self,

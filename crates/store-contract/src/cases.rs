@@ -1946,12 +1946,22 @@ pub async fn tenant_updates_memberships_and_tenant_sessions(f: &Fixture) {
     assert!(uow.delete_membership(t.id, v.id).await.expect("delete"));
     assert!(!uow.delete_membership(t.id, v.id).await.expect("again"));
     uow.commit().await.expect("commit");
+    // Ending every membership of `other` leaves t's alone.
+    let mut uow = f.store.begin().await.expect("begin");
+    assert_eq!(
+        uow.delete_tenant_memberships(other.id)
+            .await
+            .expect("delete all"),
+        1
+    );
+    assert!(uow.membership(u.id, t.id).await.expect("m").is_some());
+    uow.commit().await.expect("commit");
 
     let mut uow = f.store.begin().await.expect("begin");
     let stored = uow.tenant(t.id).await.expect("lookup").expect("tenant");
     assert_eq!(stored, Tenant { ..changed });
     assert!(uow.membership(v.id, t.id).await.expect("m").is_none());
-    assert!(uow.membership(u.id, other.id).await.expect("m").is_some());
+    assert!(uow.membership(u.id, other.id).await.expect("m").is_none());
     let live = |s: &Session| s.revoked_at.is_none();
     for (s, alive) in sessions.iter().zip([false, false, true]) {
         let stored = uow.session(s.id).await.expect("s").expect("session");

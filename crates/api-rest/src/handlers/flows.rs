@@ -220,11 +220,16 @@ pub async fn invite(
         .collect();
     fields.finish()?;
     let email = email.ok_or_else(|| ApiError::validation(Vec::new()))?;
-    state.flows.may_invite(&admin.actor, &roles).await?;
+    state
+        .flows
+        .may_invite(&admin.actor, admin.tenant, &roles)
+        .await?;
     state.flows.admit(&email, client).await?;
     let flows = state.flows.clone();
     after_answer("invitation", async move {
-        flows.invite(&admin.actor, &email, roles).await
+        flows
+            .invite(&admin.actor, admin.tenant, &email, roles)
+            .await
     });
     Ok((StatusCode::ACCEPTED, Json(QUEUED)))
 }

@@ -57,7 +57,7 @@ async fn delegation(backend: Backend) {
             &a,
             Some(json!({ "name": "partner-admin", "permissions": [
                 MANAGE, "iam.tenants.read", "iam.tenants.write", "iam.users.read",
-                "iam.users.write", "iam.users.delete", "iam.roles.read"] })),
+                "iam.users.write", "iam.users.delete", "iam.roles.read", "iam.invitations.write"] })),
         )
         .await,
         StatusCode::CREATED,
@@ -110,13 +110,25 @@ async fn delegation(backend: Backend) {
         vec![a1.clone(), a.clone()],
         "up to A, not the root"
     );
-    let everything = ok_json(
-        call(&app, Method::GET, "/tenants?limit=1", &owner, None).await,
-        StatusCode::OK,
-    )
-    .await;
-    assert_eq!(ids(&everything).len(), 1);
-    assert!(everything["next_cursor"].is_string(), "paginated");
+    // Every tenant below the root, a page of one at a time.
+    let mut seen = Vec::new();
+    let mut path = "/tenants?limit=1".to_owned();
+    loop {
+        let page = ok_json(
+            call(&app, Method::GET, &path, &owner, None).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert!(ids(&page).len() <= 1);
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/tenants?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let mut expected = vec![a.clone(), b.clone(), a1.clone(), a1a.clone()];
+    expected.sort();
+    assert_eq!(seen, expected);
 
     // Users of a descendant, through X-Tenant-Id.
     let carol = create_user_in(&app, &alice, &a1, "carol@example.com").await;
@@ -159,7 +171,61 @@ async fn delegation(backend: Backend) {
         let (status, _) =
             problem(call_in(&app, Method::GET, "/users", &alice, tenant, None).await).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "users of {tenant}");
+        let (status, _) = problem(
+            call_in(
+                &app,
+                Method::POST,
+                "/auth/invite",
+                &alice,
+                tenant,
+                Some(json!({ "email": "eve@example.com" })),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "invitation into {tenant}");
     }
+    let r = call_in(
+        &app,
+        Method::POST,
+        "/auth/invite",
+        &alice,
+        &a1,
+        Some(json!({ "email": "eve@example.com" })),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "invitation into a descendant"
+    );
+    // Roles of a descendant, through X-Tenant-Id too.
+    let support = ok_json(
+        call_in(
+            &app,
+            Method::POST,
+            "/roles",
+            &owner,
+            &a1,
+            Some(json!({ "name": "support", "permissions": ["iam.users.read"] })),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    ok_json(
+        call_in(
+            &app,
+            Method::POST,
+            &format!("/users/{carol}/roles"),
+            &owner,
+            &a1,
+            Some(json!({ "role_id": support["id"] })),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
     let (status, body) = problem(
         build(&app, Method::GET, "/users", &alice, None)
             .header("x-tenant-id", "not-a-tenant")
@@ -221,13 +287,29 @@ async fn delegation(backend: Backend) {
         (status, body["code"].as_str()),
         (StatusCode::CONFLICT, Some("tenant_has_children"))
     );
+    // Restructuring and making owners are for those holding every permission: not Alice.
+    for (path, body) in [
+        (format!("/tenants/{a1a}/move"), json!({ "parent_id": a })),
+        (
+            format!("/tenants/{a1}/transfer-ownership"),
+            json!({ "user_id": carol }),
+        ),
+    ] {
+        let (status, problem_body) =
+            problem(call(&app, Method::POST, &path, &alice, Some(body)).await).await;
+        assert_eq!(
+            (status, problem_body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("privilege_escalation")),
+            "{path}"
+        );
+    }
     for parent in [&a1, &a1a] {
         let (status, body) = problem(
             call(
                 &app,
                 Method::POST,
                 &format!("/tenants/{a1}/move"),
-                &alice,
+                &owner,
                 Some(json!({ "parent_id": parent })),
             )
             .await,
@@ -243,7 +325,7 @@ async fn delegation(backend: Backend) {
             &app,
             Method::POST,
             &format!("/tenants/{a1a}/move"),
-            &alice,
+            &owner,
             Some(json!({ "parent_id": a })),
         )
         .await,
@@ -289,7 +371,7 @@ async fn delegation(backend: Backend) {
             &app,
             Method::POST,
             &format!("/tenants/{a1}/transfer-ownership"),
-            &alice,
+            &owner,
             Some(json!({ "user_id": uuid::Uuid::now_v7() })),
         )
         .await,
@@ -301,7 +383,7 @@ async fn delegation(backend: Backend) {
             &app,
             Method::POST,
             &format!("/tenants/{a1}/transfer-ownership"),
-            &alice,
+            &owner,
             Some(json!({ "user_id": carol })),
         )
         .await,
@@ -400,13 +482,22 @@ async fn delegation(backend: Backend) {
         problem(call(&app, Method::GET, &format!("/tenants/{a1}"), &alice, None).await).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["detail"], format!("requires {MANAGE}"));
+    let (status, _) = problem(call(&app, Method::GET, "/tenants", &alice, None).await).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "listing below needs {MANAGE} too"
+    );
     ok_json(
         call(&app, Method::GET, &format!("/tenants/{a}"), &alice, None).await,
         StatusCode::OK,
     )
     .await;
 
-    // A deleted tenant is gone from every listing and answers 404.
+    // A deleted tenant is gone from every listing and answers 404, and its sessions end.
+    create_user_in(&app, &owner, &a1a, "erin@example.com").await;
+    let erin = token_of(&app, "erin@example.com").await;
+    assert!(rpc::validate(&app, &erin).await.valid);
     let r = call(
         &app,
         Method::DELETE,
@@ -416,6 +507,8 @@ async fn delegation(backend: Backend) {
     )
     .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let answer = rpc::validate(&app, &erin).await;
+    assert!(!answer.valid);
     let (status, _) =
         problem(call(&app, Method::GET, &format!("/tenants/{a1a}"), &owner, None).await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -432,6 +525,55 @@ async fn delegation(backend: Backend) {
     )
     .await;
     assert_eq!(ids(&below), vec![a1.clone()]);
+    // Its members no longer belong to it.
+    let mine = ok_json(
+        call(&app, Method::GET, "/auth/tenants", &alice, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let mine: Vec<_> = mine["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|t| t["tenant_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(mine.contains(&a1) && !mine.contains(&a1a), "{mine:?}");
+    // A tenant whose children are all deleted may go too; its parent's trail records both.
+    let a1b = create_tenant(&app, &owner, "Sub-customer A1b", Some(&a1)).await;
+    for id in [&a1b, &a1] {
+        let r = call(
+            &app,
+            Method::DELETE,
+            &format!("/tenants/{id}"),
+            &owner,
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    let trail = ok_json(
+        call_in(
+            &app,
+            Method::GET,
+            "/audit-events?limit=200",
+            &owner,
+            &a,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let deletions = trail["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["action"] == "tenants.delete" && e["outcome"] == "success")
+        .count();
+    assert_eq!(
+        deletions, 2,
+        "A1a and A1 were A's children when deleted: {trail}"
+    );
 }
 
 #[tokio::test]
@@ -532,6 +674,8 @@ async fn blocked_subtree(backend: Backend) {
         (code, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("tenant_blocked"))
     );
+    let (code, _) = problem(app.get("/auth/me", Some(&access)).await).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "REST refuses the token too");
     let (code, body) = problem(
         app.post("/auth/refresh", json!({ "refresh_token": refresh }))
             .await,
@@ -579,4 +723,117 @@ async fn a_blocked_subtree_stops_sign_in_refresh_and_validation_on_memory() {
 #[tokio::test]
 async fn a_blocked_subtree_stops_sign_in_refresh_and_validation_on_postgres() {
     blocked_subtree(Backend::Postgres).await;
+}
+
+/// IsDescendant and the effective status over gRPC for every tenant of a tree both wide (twelve
+/// children of the root) and deep (a chain of eight below one of them), against a model, with
+/// blocks at two depths.
+async fn hierarchy_answers(backend: Backend) {
+    let app = spawn(backend).await;
+    let (owner, root) = root_owner(&app).await;
+    let mut parent_of: Vec<(String, Option<String>)> = vec![(root.clone(), None)];
+    for n in 0..12 {
+        let id = create_tenant(&app, &owner, &format!("Wide {n}"), None).await;
+        parent_of.push((id, Some(root.clone())));
+    }
+    let mut above = parent_of[1].0.clone();
+    for n in 0..8 {
+        let id = create_tenant(&app, &owner, &format!("Deep {n}"), Some(&above)).await;
+        parent_of.push((id.clone(), Some(above.clone())));
+        above = id;
+    }
+    let lineage = |id: &str| {
+        let mut chain = vec![id.to_owned()];
+        while let Some(Some(p)) = parent_of
+            .iter()
+            .find(|(t, _)| t == chain.last().expect("non-empty"))
+            .map(|(_, p)| p.clone())
+        {
+            chain.push(p);
+        }
+        chain
+    };
+    let wide0 = parent_of[1].0.clone();
+    let deep4 = parent_of[13 + 4].0.clone();
+    let mut rpc = rpc::tenants(&app).await;
+    for (blocked, step) in [
+        (vec![wide0.clone(), deep4.clone()], "two blocks"),
+        (vec![deep4.clone()], "the upper block lifted"),
+    ] {
+        for id in [&wide0, &deep4] {
+            let action = if blocked.contains(id) {
+                "block"
+            } else {
+                "unblock"
+            };
+            ok_json(
+                call(
+                    &app,
+                    Method::POST,
+                    &format!("/tenants/{id}/{action}"),
+                    &owner,
+                    None,
+                )
+                .await,
+                StatusCode::OK,
+            )
+            .await;
+        }
+        for (id, _) in &parent_of {
+            let chain = lineage(id);
+            let nearest = chain.iter().find(|t| blocked.contains(t));
+            let answer = rpc
+                .get_tenant_status(pb::GetTenantStatusRequest {
+                    tenant_id: id.clone(),
+                })
+                .await
+                .expect("status")
+                .into_inner();
+            let expected = if nearest.is_some() {
+                pb::TenantStatus::Blocked
+            } else {
+                pb::TenantStatus::Active
+            };
+            assert_eq!(answer.status(), expected, "{step}: {id}");
+            assert_eq!(
+                answer.blocked_by,
+                nearest.cloned().unwrap_or_default(),
+                "{step}: {id}"
+            );
+            let own = if blocked.contains(id) {
+                pb::TenantStatus::Blocked
+            } else {
+                pb::TenantStatus::Active
+            };
+            assert_eq!(answer.own_status(), own, "{step}: {id}");
+        }
+    }
+    for (descendant, _) in &parent_of {
+        let chain = lineage(descendant);
+        for (ancestor, _) in &parent_of {
+            let answer = rpc
+                .is_descendant(pb::IsDescendantRequest {
+                    ancestor_id: ancestor.clone(),
+                    descendant_id: descendant.clone(),
+                })
+                .await
+                .expect("is descendant")
+                .into_inner();
+            assert_eq!(
+                answer.is_descendant,
+                ancestor != descendant && chain.contains(ancestor),
+                "{ancestor} above {descendant}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn is_descendant_and_effective_status_on_a_deep_and_wide_tree_on_memory() {
+    hierarchy_answers(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn is_descendant_and_effective_status_on_a_deep_and_wide_tree_on_postgres() {
+    hierarchy_answers(Backend::Postgres).await;
 }
