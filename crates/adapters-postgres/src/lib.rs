@@ -44,7 +44,7 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use iam_domain::RefreshTokenHash;
+use iam_domain::{RefreshTokenHash, Tenant, TenantId};
 use iam_ports::{NewRefreshToken, Refreshed, Store, StoreError, UnitOfWork};
 
 use crate::error::{from_diesel, unavailable};
@@ -172,6 +172,20 @@ impl Store for PostgresStore {
     ) -> Result<Refreshed, StoreError> {
         let mut conn = self.db.checkout().await?;
         queries::refresh_session(&mut conn, presented, next).await
+    }
+
+    async fn is_descendant(
+        &self,
+        ancestor: TenantId,
+        descendant: TenantId,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.db.checkout().await?;
+        queries::is_descendant(&mut conn, ancestor, descendant).await
+    }
+
+    async fn lineage(&self, id: TenantId) -> Result<Vec<Tenant>, StoreError> {
+        let mut conn = self.db.checkout().await?;
+        queries::lineage(&mut conn, id).await
     }
 }
 

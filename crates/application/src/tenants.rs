@@ -122,18 +122,13 @@ impl TenantService {
         ancestor: TenantId,
         descendant: TenantId,
     ) -> Result<bool, TenantError> {
-        let mut uow = self.ports.store.begin().await?;
-        let below = uow.is_descendant(ancestor, descendant).await?;
-        uow.commit().await?;
-        Ok(below)
+        Ok(self.ports.store.is_descendant(ancestor, descendant).await?)
     }
 
     /// The tenant's own and effective status (blocked if it or any ancestor is), from one
     /// lookup of its lineage. A deleted tenant is not found.
     pub async fn standing(&self, id: TenantId) -> Result<TenantStanding, TenantError> {
-        let mut uow = self.ports.store.begin().await?;
-        let lineage = uow.lineage(id).await?;
-        uow.commit().await?;
+        let lineage = self.ports.store.lineage(id).await?;
         let Some(tenant) = lineage.first().filter(|t| t.is_live()).cloned() else {
             return Err(TenantError::NotFound);
         };

@@ -490,4 +490,25 @@ pub trait Store: Send + Sync {
         presented: &RefreshTokenHash,
         next: &NewRefreshToken,
     ) -> Result<Refreshed, StoreError>;
+
+    /// [`TenantRepo::is_descendant`] on its own, for the gRPC hot path: one statement where the
+    /// store can manage it, with no transaction around it.
+    async fn is_descendant(
+        &self,
+        ancestor: TenantId,
+        descendant: TenantId,
+    ) -> Result<bool, StoreError> {
+        let mut uow = self.begin().await?;
+        let below = uow.is_descendant(ancestor, descendant).await?;
+        uow.commit().await?;
+        Ok(below)
+    }
+
+    /// [`TenantRepo::lineage`] on its own, like [`Store::is_descendant`].
+    async fn lineage(&self, id: TenantId) -> Result<Vec<Tenant>, StoreError> {
+        let mut uow = self.begin().await?;
+        let lineage = uow.lineage(id).await?;
+        uow.commit().await?;
+        Ok(lineage)
+    }
 }

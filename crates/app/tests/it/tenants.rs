@@ -26,6 +26,23 @@ async fn call_in(
         .expect("request")
 }
 
+/// Makes a call that must be refused with `expected` (status and problem code).
+async fn refused(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+    expected: (StatusCode, &str),
+) {
+    let (status, problem_body) = problem(call(app, method.clone(), path, token, body).await).await;
+    assert_eq!(
+        (status, problem_body["code"].as_str()),
+        (expected.0, Some(expected.1)),
+        "{method} {path}: {problem_body}"
+    );
+}
+
 fn ids(list: &Value) -> Vec<String> {
     list["items"]
         .as_array()
@@ -240,53 +257,35 @@ async fn delegation(backend: Backend) {
     );
 
     // One's own tenant is blocked, moved and deleted from above only; the root never.
-    let (status, body) = problem(
-        call(
-            &app,
-            Method::POST,
-            &format!("/tenants/{a}/block"),
-            &alice,
-            None,
-        )
-        .await,
+    refused(
+        &app,
+        Method::POST,
+        &format!("/tenants/{a}/block"),
+        &alice,
+        None,
+        (StatusCode::FORBIDDEN, "ancestor_required"),
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("ancestor_required"))
-    );
-    let (status, body) = problem(
-        call(
-            &app,
-            Method::POST,
-            &format!("/tenants/{root}/block"),
-            &owner,
-            None,
-        )
-        .await,
+    refused(
+        &app,
+        Method::POST,
+        &format!("/tenants/{root}/block"),
+        &owner,
+        None,
+        (StatusCode::CONFLICT, "platform_root"),
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("platform_root"))
-    );
 
     // The tree's rules.
-    let (status, body) = problem(
-        call(
-            &app,
-            Method::DELETE,
-            &format!("/tenants/{a1}"),
-            &alice,
-            None,
-        )
-        .await,
+    refused(
+        &app,
+        Method::DELETE,
+        &format!("/tenants/{a1}"),
+        &alice,
+        None,
+        (StatusCode::CONFLICT, "tenant_has_children"),
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("tenant_has_children"))
-    );
     // Restructuring and making owners are for those holding every permission: not Alice.
     for (path, body) in [
         (format!("/tenants/{a1a}/move"), json!({ "parent_id": a })),
@@ -304,21 +303,15 @@ async fn delegation(backend: Backend) {
         );
     }
     for parent in [&a1, &a1a] {
-        let (status, body) = problem(
-            call(
-                &app,
-                Method::POST,
-                &format!("/tenants/{a1}/move"),
-                &owner,
-                Some(json!({ "parent_id": parent })),
-            )
-            .await,
+        refused(
+            &app,
+            Method::POST,
+            &format!("/tenants/{a1}/move"),
+            &owner,
+            Some(json!({ "parent_id": parent })),
+            (StatusCode::CONFLICT, "tenant_cycle"),
         )
         .await;
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (StatusCode::CONFLICT, Some("tenant_cycle"))
-        );
     }
     let moved = ok_json(
         call(
@@ -429,21 +422,15 @@ async fn delegation(backend: Backend) {
     );
 
     // Members leave; the owner only after handing over.
-    let (status, body) = problem(
-        call(
-            &app,
-            Method::DELETE,
-            &format!("/tenants/{a1}/members/{carol}"),
-            &alice,
-            None,
-        )
-        .await,
+    refused(
+        &app,
+        Method::DELETE,
+        &format!("/tenants/{a1}/members/{carol}"),
+        &alice,
+        None,
+        (StatusCode::CONFLICT, "tenant_owner"),
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("tenant_owner"))
-    );
     let dave = create_user_in(&app, &alice, &a1, "dave@example.com").await;
     let r = call(
         &app,
