@@ -2052,3 +2052,101 @@ async fn failures_keep_a_truncated_reason_and_the_bodies_stay_out_of_errors() {
             .is_empty()
     );
 }
+
+fn child(n: u8, parent: &Tenant, owner: &User) -> Tenant {
+    Tenant {
+        parent: Some(parent.id),
+        ..tenant(n, owner)
+    }
+}
+
+/// Two moves that would each be fine alone but together close a cycle (A under B, B under A):
+/// the tree lock makes the second wait for the first and then see it, so it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_moves_cannot_close_a_cycle() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 4))
+        .await
+        .expect("connect");
+    let (u, root) = seed(&store).await;
+    let (a, b) = (child(2, &root, &u), child(3, &root, &u));
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_tenant(&a).await.expect("a");
+    uow.insert_tenant(&b).await.expect("b");
+    uow.commit().await.expect("commit");
+
+    let mut first = store.begin().await.expect("begin");
+    assert_eq!(
+        first
+            .move_tenant(a.id, Some(b.id), t0())
+            .await
+            .expect("move"),
+        iam_ports::Move::Moved
+    );
+    let second = {
+        let store = store.clone();
+        let (a, b) = (a.id, b.id);
+        tokio::spawn(async move {
+            let mut uow = store.begin().await.expect("begin");
+            let outcome = uow.move_tenant(b, Some(a), t0()).await.expect("move");
+            uow.commit().await.expect("commit");
+            outcome
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second move waits for the first");
+    first.commit().await.expect("commit");
+    assert_eq!(second.await.expect("task"), iam_ports::Move::Cycle);
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(uow.ancestors(a.id).await.expect("a"), vec![b.id, root.id]);
+    assert_eq!(uow.ancestors(b.id).await.expect("b"), vec![root.id]);
+    uow.commit().await.expect("commit");
+}
+
+/// A child inserted while its parent is being moved waits for the move (no deadlock, though
+/// the insert's foreign key and the move both lock the parent's row) and gets the new ancestry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_inserted_during_a_move_gets_the_new_ancestors() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 4))
+        .await
+        .expect("connect");
+    let (u, root) = seed(&store).await;
+    let (a, b) = (child(2, &root, &u), child(3, &root, &u));
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_tenant(&a).await.expect("a");
+    uow.insert_tenant(&b).await.expect("b");
+    uow.commit().await.expect("commit");
+
+    let mut moving = store.begin().await.expect("begin");
+    assert_eq!(
+        moving
+            .move_tenant(a.id, Some(b.id), t0())
+            .await
+            .expect("move"),
+        iam_ports::Move::Moved
+    );
+    let grandchild = child(4, &a, &u);
+    let inserting = {
+        let store = store.clone();
+        let grandchild = grandchild.clone();
+        tokio::spawn(async move {
+            let mut uow = store.begin().await.expect("begin");
+            uow.insert_tenant(&grandchild).await.expect("insert");
+            uow.commit().await.expect("commit");
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!inserting.is_finished(), "the insert waits for the move");
+    moving.commit().await.expect("commit");
+    tokio::time::timeout(Duration::from_secs(5), inserting)
+        .await
+        .expect("no deadlock")
+        .expect("task");
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(
+        uow.ancestors(grandchild.id).await.expect("ancestors"),
+        vec![a.id, b.id, root.id]
+    );
+    uow.commit().await.expect("commit");
+}

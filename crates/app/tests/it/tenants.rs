@@ -149,6 +149,16 @@ async fn delegation(backend: Backend) {
 
     // Users of a descendant, through X-Tenant-Id.
     let carol = create_user_in(&app, &alice, &a1, "carol@example.com").await;
+    // A new tenant's owner must be an active member of its parent: Carol is not one of A's.
+    refused(
+        &app,
+        Method::POST,
+        "/tenants",
+        &alice,
+        Some(json!({ "name": "Carol's own", "owner_id": carol })),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+    )
+    .await;
     let members = ok_json(
         call(
             &app,
