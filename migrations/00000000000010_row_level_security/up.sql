@@ -21,6 +21,10 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iam_service') THEN
         CREATE ROLE iam_service NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+    ELSIF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iam_service'
+                     AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role iam_service exists with SUPERUSER or BYPASSRLS: row-level '
+                        'security would not bind the service; drop or alter it first';
     END IF;
     -- So that a service logging in as the migrating role (development, tests) can SET ROLE;
     -- production logs in as a role that is only a member of iam_service.

@@ -371,7 +371,12 @@ impl TenantRepo for MemoryUnit {
         ancestor: TenantId,
         descendant: TenantId,
     ) -> Result<bool, StoreError> {
-        Ok(ancestors_in(&self.state, descendant).contains(&ancestor))
+        Ok(self
+            .state
+            .tenants
+            .get(&descendant)
+            .is_some_and(Tenant::is_live)
+            && ancestors_in(&self.state, descendant).contains(&ancestor))
     }
 
     async fn children(
@@ -445,6 +450,11 @@ impl TenantRepo for MemoryUnit {
             s.tenants.insert(old.id, old);
         }));
         Ok(Move::Moved)
+    }
+
+    async fn lock_tree(&mut self) -> Result<(), StoreError> {
+        // A unit holds the whole store's lock already.
+        Ok(())
     }
 
     async fn delete_tenant_memberships(&mut self, tenant: TenantId) -> Result<u64, StoreError> {

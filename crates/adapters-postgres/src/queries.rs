@@ -333,7 +333,7 @@ pub(crate) async fn set_tenant_status(
     let Some(old) = tenants::table
         .find(id.as_uuid())
         .select(tenants::status)
-        .for_update()
+        .for_no_key_update()
         .get_result::<String>(conn)
         .await
         .optional()
@@ -385,9 +385,11 @@ pub(crate) async fn is_descendant(
 ) -> Result<bool, StoreError> {
     diesel::select(diesel::dsl::exists(
         tenant_closure::table
+            .inner_join(tenants::table.on(tenants::id.eq(tenant_closure::descendant_id)))
             .filter(tenant_closure::ancestor_id.eq(ancestor.as_uuid()))
             .filter(tenant_closure::descendant_id.eq(descendant.as_uuid()))
-            .filter(tenant_closure::depth.gt(0)),
+            .filter(tenant_closure::depth.gt(0))
+            .filter(tenants::status.ne(TenantStatus::Deleted.as_str())),
     ))
     .get_result(conn)
     .await
@@ -526,6 +528,15 @@ pub(crate) async fn move_tenant(
         .await
         .map_err(from_diesel)?;
     Ok(Ok(true))
+}
+
+/// The tree lock, exclusively (see [`move_tenant`]).
+pub(crate) async fn lock_tree(conn: &mut Conn) -> Result<(), StoreError> {
+    diesel::select(pg_advisory_xact_lock(iam_tenant_tree_lock_key()))
+        .execute(conn)
+        .await
+        .map_err(from_diesel)?;
+    Ok(())
 }
 
 pub(crate) async fn delete_tenant_memberships(
@@ -1316,11 +1327,14 @@ pub(crate) async fn count_active_holders(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// `FOR NO KEY UPDATE`: it serialises the checks made under it (owners, children) without
+/// blocking the key-share locks that foreign keys to the tenant take (a child's insert, the
+/// closure rows of a move), which would otherwise deadlock with a move holding the tree lock.
 pub(crate) async fn lock_tenant(conn: &mut Conn, tenant: TenantId) -> Result<bool, StoreError> {
     Ok(tenants::table
         .find(tenant.as_uuid())
         .select(tenants::id)
-        .for_update()
+        .for_no_key_update()
         .get_result::<Uuid>(conn)
         .await
         .optional()

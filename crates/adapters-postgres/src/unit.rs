@@ -320,6 +320,12 @@ impl TenantRepo for PgUnit {
         }
     }
 
+    async fn lock_tree(&mut self) -> Result<(), StoreError> {
+        let conn = self.enter()?;
+        let result = queries::lock_tree(conn).await;
+        self.leave(result)
+    }
+
     async fn delete_tenant_memberships(&mut self, tenant: TenantId) -> Result<u64, StoreError> {
         let conn = self.enter_in(tenant).await?;
         let result = queries::delete_tenant_memberships(conn, tenant).await;

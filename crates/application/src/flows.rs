@@ -499,6 +499,10 @@ impl Flows {
             .await?
             .ok_or(FlowError::InvalidLink)?;
         let tenant = link.tenant.ok_or(FlowError::InvalidLink)?;
+        // An invitation into a tenant deleted since is void.
+        if !uow.tenant(tenant).await?.is_some_and(|t| t.is_live()) {
+            return Err(FlowError::InvalidLink);
+        }
         let existing = uow.user_by_email(&link.email).await?;
         let hash = match (&existing, &details) {
             (Some(_), _) => None,

@@ -28,8 +28,8 @@ pub struct NewTenant {
     pub name: TenantName,
     /// The parent; the caller's own tenant when `None` (a service must name one).
     pub parent: Option<TenantId>,
-    /// The owner: an active member of the parent. When `None`: the calling user if they are
-    /// one, else the parent's owner.
+    /// The owner: an active member of the parent; the parent's owner when `None`. Only a
+    /// caller holding every permission may name one.
     pub owner: Option<UserId>,
     pub metadata: Metadata,
 }
@@ -179,13 +179,13 @@ impl TenantService {
         let id = TenantId::new_v7(now, random(&*self.ports.rng));
         let result = async {
             let mut uow = self.ports.store.begin().await?;
-            authorize(&mut *uow, actor, Operation::CreateTenant, parent).await?;
-            // By default the caller, if they are an active member of the parent; else (an
-            // administrator from further up, or a service) the parent's owner.
-            let owner = match (new.owner, actor.user_id()) {
-                (Some(o), _) => o,
-                (None, Some(me)) if active_member(&mut *uow, parent, me).await.is_ok() => me,
-                (None, _) => live_tenant(&mut *uow, parent).await?.owner,
+            let held = authorize(&mut *uow, actor, Operation::CreateTenant, parent).await?;
+            // Only owners make owners: someone holding less gets a tenant owned by the
+            // parent's owner, and may not name another.
+            let owner = match new.owner {
+                Some(_) if !covers(&held, &Grants::All) => return Err(AdminError::Escalation),
+                Some(o) => o,
+                None => live_tenant(&mut *uow, parent).await?.owner,
             };
             // The owner is someone the parent's administrators already see: one of its members.
             active_member(&mut *uow, parent, owner).await?;
@@ -366,7 +366,9 @@ impl TenantService {
             let mut uow = self.ports.store.begin().await?;
             authorize(&mut *uow, actor, Operation::DeleteTenant, id).await?;
             from_above(&mut *uow, actor, id).await?;
-            // Locked so that a child created meanwhile cannot slip under a deleted parent.
+            // The tree's lock: a child inserted or moved in meanwhile waits, then finds its
+            // parent deleted (and is refused), so "no live children" stays true.
+            uow.lock_tree().await?;
             uow.lock_tenant(id).await?;
             let tenant = live_tenant(&mut *uow, id).await?;
             if !uow.children(id, None, 1).await?.is_empty() {

@@ -175,7 +175,8 @@ pub trait TenantRepo: Send {
     /// indexed lookup.
     async fn lineage(&mut self, id: TenantId) -> Result<Vec<Tenant>, StoreError>;
 
-    /// Whether `descendant` lies strictly below `ancestor`. One indexed lookup.
+    /// Whether `descendant` lies strictly below `ancestor` (and is not deleted). One indexed
+    /// lookup.
     async fn is_descendant(
         &mut self,
         ancestor: TenantId,
@@ -211,6 +212,10 @@ pub trait TenantRepo: Send {
         parent: Option<TenantId>,
         at: Timestamp,
     ) -> Result<Move, StoreError>;
+
+    /// Takes the tree's lock until the unit ends, exclusively: inserts of tenants and moves
+    /// wait, so a check of the tree made under it (no children, say) stays true.
+    async fn lock_tree(&mut self) -> Result<(), StoreError>;
 
     /// Ends every membership of a tenant (it is being deleted); returns how many.
     async fn delete_tenant_memberships(&mut self, tenant: TenantId) -> Result<u64, StoreError>;

@@ -1868,6 +1868,10 @@ pub async fn moves_and_deletions_reach_the_snapshot(f: &Fixture) {
             .expect("children")
             .is_empty()
     );
+    assert!(
+        !uow.is_descendant(b.id, c.id).await.expect("below"),
+        "a deleted tenant is nobody's descendant"
+    );
     let below: Vec<_> = uow
         .descendants(root.id, None, 10)
         .await

@@ -2103,8 +2103,8 @@ async fn concurrent_moves_cannot_close_a_cycle() {
     uow.commit().await.expect("commit");
 }
 
-/// A child inserted while its parent is being moved waits for the move (no deadlock, though
-/// the insert's foreign key and the move both lock the parent's row) and gets the new ancestry.
+/// A child inserted while its parent is being moved waits for the move and gets the new
+/// ancestry: the closure rows it copies are the ones the move wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_inserted_during_a_move_gets_the_new_ancestors() {
     let db = TestDatabase::new().await;

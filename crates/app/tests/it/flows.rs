@@ -11,7 +11,7 @@ use crate::support::{
     Backend, PASSWORD, TestApp, new_master_key, problem, spawn_with, test_settings, with_smtp,
 };
 
-async fn spawn_mailing(backend: Backend, smtp: &SmtpTestServer) -> TestApp {
+pub(crate) async fn spawn_mailing(backend: Backend, smtp: &SmtpTestServer) -> TestApp {
     let key = new_master_key();
     let db = match backend {
         Backend::Postgres => Some(std::sync::Arc::new(
@@ -24,7 +24,7 @@ async fn spawn_mailing(backend: Backend, smtp: &SmtpTestServer) -> TestApp {
 }
 
 /// The token of the `n`-th message's link, checking the link's base.
-async fn link_token(smtp: &SmtpTestServer, n: usize, path: &str) -> String {
+pub(crate) async fn link_token(smtp: &SmtpTestServer, n: usize, path: &str) -> String {
     let mail = smtp.wait_for(n, Duration::from_secs(10)).await;
     assert!(mail.len() >= n, "message {n} did not arrive");
     let text = mail[n - 1].text_body().expect("a text part");

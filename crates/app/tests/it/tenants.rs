@@ -74,7 +74,7 @@ async fn delegation(backend: Backend) {
             &a,
             Some(json!({ "name": "partner-admin", "permissions": [
                 MANAGE, "iam.tenants.read", "iam.tenants.write", "iam.users.read",
-                "iam.users.write", "iam.users.delete", "iam.roles.read", "iam.invitations.write"] })),
+                "iam.users.write", "iam.users.delete", "iam.roles.read", "iam.invitations.write", "iam.roles.assign"] })),
         )
         .await,
         StatusCode::CREATED,
@@ -149,16 +149,60 @@ async fn delegation(backend: Backend) {
 
     // Users of a descendant, through X-Tenant-Id.
     let carol = create_user_in(&app, &alice, &a1, "carol@example.com").await;
-    // A new tenant's owner must be an active member of its parent: Carol is not one of A's.
+    // Only owners make owners: Alice may not name a new tenant's owner (it is the parent's),
+    // nor make anyone an owner of a descendant; and the one who may must name a member of the
+    // parent (Carol is none of the root's).
     refused(
         &app,
         Method::POST,
         "/tenants",
         &alice,
         Some(json!({ "name": "Carol's own", "owner_id": carol })),
+        (StatusCode::FORBIDDEN, "privilege_escalation"),
+    )
+    .await;
+    refused(
+        &app,
+        Method::POST,
+        "/tenants",
+        &owner,
+        Some(json!({ "name": "Carol's own", "owner_id": carol })),
         (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
     )
     .await;
+    let a1_owner = ok_json(
+        call(&app, Method::GET, &format!("/tenants/{a1}"), &alice, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let root_owner_id = ok_json(
+        call(&app, Method::GET, "/auth/me", &owner, None).await,
+        StatusCode::OK,
+    )
+    .await["user"]["id"]
+        .clone();
+    assert_eq!(
+        a1_owner["owner_id"], root_owner_id,
+        "A1 belongs to A's owner"
+    );
+    for (path, body) in [
+        (
+            "/users",
+            json!({ "email": "mallory@example.com", "name": "M", "roles": ["owner"] }),
+        ),
+        (
+            "/auth/invite",
+            json!({ "email": "mallory@example.com", "roles": ["owner"] }),
+        ),
+    ] {
+        let (status, problem_body) =
+            problem(call_in(&app, Method::POST, path, &alice, &a1, Some(body)).await).await;
+        assert_eq!(
+            (status, problem_body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("privilege_escalation")),
+            "{path}"
+        );
+    }
     let members = ok_json(
         call(
             &app,
@@ -421,7 +465,7 @@ async fn delegation(backend: Backend) {
             .expect("roles")
             .contains(&json!("owner"))
     );
-    let old = roles_of("alice@example.com");
+    let old = roles_of("root@example.com");
     assert!(
         old.as_array().expect("roles").contains(&json!("admin")),
         "{old}"
@@ -524,7 +568,7 @@ async fn delegation(backend: Backend) {
     assert_eq!(ids(&below), vec![a1.clone()]);
     // Its members no longer belong to it.
     let mine = ok_json(
-        call(&app, Method::GET, "/auth/tenants", &alice, None).await,
+        call(&app, Method::GET, "/auth/tenants", &owner, None).await,
         StatusCode::OK,
     )
     .await;
@@ -833,4 +877,64 @@ async fn is_descendant_and_effective_status_on_a_deep_and_wide_tree_on_memory() 
 #[tokio::test]
 async fn is_descendant_and_effective_status_on_a_deep_and_wide_tree_on_postgres() {
     hierarchy_answers(Backend::Postgres).await;
+}
+
+/// An invitation into a descendant (through `X-Tenant-Id`) joins the invitee to that tenant,
+/// and one into a tenant deleted since is void.
+#[tokio::test]
+async fn invitations_into_a_descendant_join_it_and_die_with_it() {
+    let smtp = iam_adapters_mail::testing::SmtpTestServer::start().await;
+    let app = crate::flows::spawn_mailing(Backend::Postgres, &smtp).await;
+    let (owner, _) = root_owner(&app).await;
+    let a = create_tenant(&app, &owner, "Partner A", None).await;
+    let a2 = create_tenant(&app, &owner, "Customer A2", Some(&a)).await;
+    let mut sent = 0;
+    for (tenant, email) in [(&a, "grace@example.com"), (&a2, "heidi@example.com")] {
+        let r = call_in(
+            &app,
+            Method::POST,
+            "/auth/invite",
+            &owner,
+            tenant,
+            Some(json!({ "email": email })),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        sent += 1;
+        smtp.wait_for(sent, Duration::from_secs(10)).await;
+    }
+    let grace = crate::flows::link_token(&smtp, 1, "accept-invite").await;
+    let heidi = crate::flows::link_token(&smtp, 2, "accept-invite").await;
+    let joined = ok_json(
+        app.post(
+            "/auth/accept-invite",
+            json!({ "token": grace, "name": "Grace", "password": PASSWORD }),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        joined["tenant_id"],
+        json!(a),
+        "the tenant named in X-Tenant-Id"
+    );
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/tenants/{a2}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, _) = problem(
+        app.post(
+            "/auth/accept-invite",
+            json!({ "token": heidi, "name": "Heidi", "password": PASSWORD }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the tenant is gone");
 }
