@@ -7,6 +7,7 @@
 //! TenantHierarchyService on a seeded tenant tree.
 
 mod flood;
+mod harness;
 mod suite;
 mod tenants;
 mod validate;

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
 use iam_api_grpc::pb;
 use iam_api_grpc::pb::tenant_hierarchy_service_client::TenantHierarchyServiceClient;
 use iam_api_grpc::pb::tenant_hierarchy_service_server::{
@@ -340,18 +339,6 @@ impl TenantHierarchyService for Constant {
     }
 }
 
-async fn serve_on_loopback(routes: tonic::service::Routes) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(iam_app::wiring::serve_grpc(
-        routes,
-        listener,
-        None,
-        std::future::pending(),
-    ));
-    Ok(format!("http://{addr}"))
-}
-
 type Client = TenantHierarchyServiceClient<Channel>;
 
 async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Client>> {
@@ -451,8 +438,7 @@ async fn drive(
         let (work, credential) = (work.clone(), credential.clone());
         let (wrong, errors) = (wrong.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
-            let mut hist =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut hist = crate::harness::latencies();
             let mut i = worker.wrapping_mul(7919);
             loop {
                 let sent = Instant::now();
@@ -479,12 +465,7 @@ async fn drive(
             hist
         }));
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    for task in tasks {
-        if let Ok(h) = task.await {
-            let _ = all.add(h);
-        }
-    }
+    let all = crate::harness::merged(tasks).await;
     Measured {
         rps: all.len() as f64 / seconds as f64,
         p50_us: all.value_at_quantile(0.50),
@@ -562,9 +543,9 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         let began = Instant::now();
         seed(&*app.store, &tree, &blocked).await?;
         println!("seeded in {:.1} s", began.elapsed().as_secs_f64());
-        let service = serve_on_loopback(app.grpc.clone()).await?;
+        let service = crate::harness::serve_on_loopback(app.grpc.clone()).await?;
         // The constant answers are the commonest real ones: true, and an active tenant.
-        let reference = serve_on_loopback(tonic::service::Routes::new(
+        let reference = crate::harness::serve_on_loopback(tonic::service::Routes::new(
             TenantHierarchyServiceServer::new(Constant {
                 descendant: pb::IsDescendantResponse {
                     is_descendant: true,

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
 use iam_adapters_crypto::EcdsaSigner;
 use iam_api_grpc::pb::auth_service_client::AuthServiceClient;
 use iam_api_grpc::pb::auth_service_server::{AuthService, AuthServiceServer};
@@ -136,18 +135,6 @@ fn valid_answer(c: &iam_domain::AccessClaims) -> pb::ValidateTokenResponse {
     }
 }
 
-async fn serve_on_loopback(routes: tonic::service::Routes) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(iam_app::wiring::serve_grpc(
-        routes,
-        listener,
-        None,
-        std::future::pending(),
-    ));
-    Ok(format!("http://{addr}"))
-}
-
 /// The tokens each scenario cycles through, with the validity expected of each.
 struct Mix {
     name: String,
@@ -197,8 +184,7 @@ async fn drive(
         let mix = mix.clone();
         let (wrong, errors) = (wrong.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
-            let mut hist =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut hist = crate::harness::latencies();
             let mut i = worker.wrapping_mul(7919) % mix.tokens.len();
             loop {
                 let sent = Instant::now();
@@ -230,12 +216,7 @@ async fn drive(
             hist
         }));
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    for task in tasks {
-        if let Ok(h) = task.await {
-            let _ = all.add(h);
-        }
-    }
+    let all = crate::harness::merged(tasks).await;
     Measured {
         rps: all.len() as f64 / seconds as f64,
         p50_us: all.value_at_quantile(0.50),
@@ -265,12 +246,8 @@ fn paced(
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(seconds.div_ceil(3));
     let stop = measure_from + Duration::from_secs(seconds);
-    let hist = Arc::new(std::sync::Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-    ));
-    let sent_hist = Arc::new(std::sync::Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-    ));
+    let hist = Arc::new(std::sync::Mutex::new(crate::harness::latencies()));
+    let sent_hist = Arc::new(std::sync::Mutex::new(crate::harness::latencies()));
     let wrong = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -423,14 +400,14 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
                 .verify(&pool[0])
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
-        let service = serve_on_loopback(app.grpc.clone()).await?;
-        let reference_constant = serve_on_loopback(tonic::service::Routes::new(
+        let service = crate::harness::serve_on_loopback(app.grpc.clone()).await?;
+        let reference_constant = crate::harness::serve_on_loopback(tonic::service::Routes::new(
             AuthServiceServer::new(Reference::Constant(Box::new(constant))),
         ))
         .await?;
         let verify_signer = EcdsaSigner::new();
         verify_signer.install(std::slice::from_ref(&key), &kid)?;
-        let reference_verify = serve_on_loopback(tonic::service::Routes::new(
+        let reference_verify = crate::harness::serve_on_loopback(tonic::service::Routes::new(
             AuthServiceServer::new(Reference::VerifyOnly(verify_signer)),
         ))
         .await?;
