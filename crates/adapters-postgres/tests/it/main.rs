@@ -2150,3 +2150,35 @@ async fn a_child_inserted_during_a_move_gets_the_new_ancestors() {
     );
     uow.commit().await.expect("commit");
 }
+
+/// The owner-count checks lock tenant rows (`lock_tenant`); a move's closure rows take
+/// key-share locks on the new ancestors. Those must not wait on each other, or a move and a
+/// user's disable (which locks the tenants they own) would deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_row_locks_do_not_hold_up_a_move_beneath() {
+    let db = TestDatabase::new().await;
+    let store = PostgresStore::connect(&config(&db.url, 4))
+        .await
+        .expect("connect");
+    let (u, root) = seed(&store).await;
+    let (a, x) = (child(2, &root, &u), child(3, &root, &u));
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_tenant(&a).await.expect("a");
+    uow.insert_tenant(&x).await.expect("x");
+    uow.commit().await.expect("commit");
+
+    let mut checking = store.begin().await.expect("begin");
+    assert!(checking.lock_tenant(a.id).await.expect("lock"));
+    let mut moving = store.begin().await.expect("begin");
+    let moved = tokio::time::timeout(
+        Duration::from_secs(5),
+        moving.move_tenant(x.id, Some(a.id), t0()),
+    )
+    .await
+    .expect("the move does not wait for the row lock")
+    .expect("move");
+    assert_eq!(moved, iam_ports::Move::Moved);
+    moving.commit().await.expect("commit");
+    assert!(checking.lock_tenant(x.id).await.expect("lock"));
+    checking.commit().await.expect("commit");
+}
