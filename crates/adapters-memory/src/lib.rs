@@ -131,7 +131,7 @@ impl Store for MemoryStore {
                 }
                 let user = uow.user_by_id(session.user).await?;
                 let membership = uow.membership(session.user, session.tenant).await?;
-                let tenant = uow.tenant(session.tenant).await?;
+                let tenant = lineage.into_iter().next();
                 Refreshed::Rotated(Box::new(Standing {
                     session,
                     user,
@@ -320,6 +320,17 @@ impl TenantRepo for MemoryUnit {
         Ok(all)
     }
 
+    async fn memberships_in(
+        &mut self,
+        tenant: TenantId,
+        users: &[UserId],
+    ) -> Result<Vec<Membership>, StoreError> {
+        Ok(users
+            .iter()
+            .filter_map(|u| self.state.memberships.get(&(*u, tenant)).cloned())
+            .collect())
+    }
+
     async fn membership(
         &mut self,
         user: UserId,
@@ -426,9 +437,7 @@ impl TenantRepo for MemoryUnit {
         parent: Option<TenantId>,
         at: Timestamp,
     ) -> Result<Move, StoreError> {
-        if !self.state.tenants.contains_key(&id)
-            || parent.is_some_and(|p| !self.state.tenants.contains_key(&p))
-        {
+        if parent.is_some_and(|p| !self.state.tenants.contains_key(&p)) {
             return Ok(Move::NotFound);
         }
         // The unit holds the store's only lock, so no other move can interleave.

@@ -189,8 +189,6 @@ impl Store for PostgresStore {
     }
 }
 
-/// Applies the pending migrations to the database at `url` and returns their versions, oldest
-/// first; an up-to-date database gives an empty list.
 /// The role every connection of the service acts as (migration 10): not the tables' owner and
 /// unable to bypass row-level security, whatever role the connection logged in as. Deployments
 /// should log in as a member of it that is nothing more.
@@ -206,6 +204,8 @@ async fn connect_as_service(url: String) -> diesel::ConnectionResult<AsyncPgConn
     Ok(conn)
 }
 
+/// Applies the pending migrations to the database at `url` and returns their versions, oldest
+/// first; an up-to-date database gives an empty list.
 pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
     let url = url.to_owned();
     // Diesel's migration harness is synchronous; its wrapper blocks on the runtime, which only

@@ -135,7 +135,7 @@ pub(crate) async fn list_members(
         .filter(memberships::tenant_id.eq(tenant.as_uuid()))
         .select(UserRow::as_select())
         .order(memberships::user_id)
-        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .limit(page_limit(limit))
         .into_boxed();
     if let Some(after) = after {
         query = query.filter(memberships::user_id.gt(after.as_uuid()));
@@ -237,16 +237,6 @@ diesel::define_sql_function! {
 }
 
 diesel::define_sql_function! {
-    /// Migration 10: the tenant of a session.
-    fn iam_session_tenant(session: sql_types::Uuid) -> sql_types::Nullable<sql_types::Uuid>;
-}
-
-diesel::define_sql_function! {
-    /// Migration 10: the tenant of a refresh token's session.
-    fn iam_refresh_tenant(token: sql_types::Bytea) -> sql_types::Nullable<sql_types::Uuid>;
-}
-
-diesel::define_sql_function! {
     /// Migration 10: the tenants a user has sessions in (a set-returning function).
     fn iam_user_session_tenants(member: sql_types::Uuid) -> sql_types::Uuid;
 }
@@ -269,28 +259,34 @@ pub(crate) async fn act_in(conn: &mut Conn, tenant: TenantId) -> Result<(), Stor
     Ok(())
 }
 
-pub(crate) async fn session_tenant(
+/// Makes the rest of the transaction act in the tenant of a session, in one statement with
+/// the lookup (migration 10's `iam_session_tenant`); `None`, and no change, if there is no such
+/// session.
+pub(crate) async fn act_in_session_tenant(
     conn: &mut Conn,
     id: SessionId,
 ) -> Result<Option<TenantId>, StoreError> {
-    Ok(diesel::select(iam_session_tenant(id.as_uuid()))
-        .get_result::<Option<Uuid>>(conn)
+    Ok(ActInSessionTenant { id: id.as_uuid() }
+        .get_result::<(Uuid, String)>(conn)
         .await
+        .optional()
         .map_err(from_diesel)?
-        .map(TenantId::from_uuid))
+        .map(|(t, _)| TenantId::from_uuid(t)))
 }
 
-pub(crate) async fn refresh_tenant(
+/// [`act_in_session_tenant`] for the session a refresh token belongs to.
+pub(crate) async fn act_in_refresh_tenant(
     conn: &mut Conn,
     token: &RefreshTokenHash,
 ) -> Result<Option<TenantId>, StoreError> {
-    Ok(
-        diesel::select(iam_refresh_tenant(token.as_bytes().as_slice()))
-            .get_result::<Option<Uuid>>(conn)
-            .await
-            .map_err(from_diesel)?
-            .map(TenantId::from_uuid),
-    )
+    Ok(ActInRefreshTenant {
+        token: *token.as_bytes(),
+    }
+    .get_result::<(Uuid, String)>(conn)
+    .await
+    .optional()
+    .map_err(from_diesel)?
+    .map(|(t, _)| TenantId::from_uuid(t)))
 }
 
 pub(crate) async fn user_session_tenants(
@@ -304,6 +300,24 @@ pub(crate) async fn user_session_tenants(
         .into_iter()
         .map(TenantId::from_uuid)
         .collect())
+}
+
+pub(crate) async fn memberships_in(
+    conn: &mut Conn,
+    tenant: TenantId,
+    users: &[UserId],
+) -> Result<Vec<Membership>, StoreError> {
+    let users: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+    memberships::table
+        .filter(memberships::tenant_id.eq(tenant.as_uuid()))
+        .filter(memberships::user_id.eq_any(users))
+        .select(MembershipRow::as_select())
+        .load(conn)
+        .await
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(Membership::try_from)
+        .collect()
 }
 
 pub(crate) async fn membership(
@@ -402,6 +416,7 @@ fn after_id(after: Option<TenantId>) -> Uuid {
     after.map_or(Uuid::nil(), |a| a.as_uuid())
 }
 
+/// A page size as a `LIMIT`.
 fn page_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
@@ -474,19 +489,17 @@ diesel::define_sql_function! {
     fn iam_tenant_tree_lock_key() -> sql_types::BigInt;
 }
 
-/// Three round trips: the tree lock, the cycle check (the new parent is the tenant or lies
-/// below it), the update (whose trigger rewrites the subtree's closure rows). `None` if no
-/// such tenant or parent, else whether the parent changed.
+/// Four round trips: the tree lock, the moved row, one closure lookup that says both whether the
+/// new parent exists and whether it is the tenant or lies below it (a cycle), then the update
+/// (whose trigger rewrites the subtree's closure rows). `Err` if refused, else whether the
+/// parent changed.
 pub(crate) async fn move_tenant(
     conn: &mut Conn,
     id: TenantId,
     parent: Option<TenantId>,
     at: Timestamp,
 ) -> Result<Result<bool, iam_ports::Move>, StoreError> {
-    diesel::select(pg_advisory_xact_lock(iam_tenant_tree_lock_key()))
-        .execute(conn)
-        .await
-        .map_err(from_diesel)?;
+    lock_tree(conn).await?;
     let Some(current) = tenants::table
         .find(id.as_uuid())
         .select(tenants::parent_id)
@@ -499,22 +512,19 @@ pub(crate) async fn move_tenant(
         return Ok(Err(iam_ports::Move::NotFound));
     };
     if let Some(p) = parent {
-        let inside: Option<i32> = tenant_closure::table
-            .filter(tenant_closure::ancestor_id.eq(id.as_uuid()))
+        // The parent's own row (depth 0) says it exists; a row from the moved tenant says the
+        // parent lies in its subtree.
+        let found: Vec<Uuid> = tenant_closure::table
             .filter(tenant_closure::descendant_id.eq(p.as_uuid()))
-            .select(tenant_closure::depth)
-            .get_result(conn)
+            .filter(tenant_closure::ancestor_id.eq_any([id.as_uuid(), p.as_uuid()]))
+            .select(tenant_closure::ancestor_id)
+            .load(conn)
             .await
-            .optional()
             .map_err(from_diesel)?;
-        if inside.is_some() {
+        if found.contains(&id.as_uuid()) {
             return Ok(Err(iam_ports::Move::Cycle));
         }
-        let exists: bool = diesel::select(diesel::dsl::exists(tenants::table.find(p.as_uuid())))
-            .get_result(conn)
-            .await
-            .map_err(from_diesel)?;
-        if !exists {
+        if found.is_empty() {
             return Ok(Err(iam_ports::Move::NotFound));
         }
     }
@@ -1115,7 +1125,7 @@ pub(crate) async fn take_selection(
     )
 }
 
-/// Five statements, meant for one REPEATABLE READ transaction so that they agree.
+/// Six statements, meant for one REPEATABLE READ transaction so that they agree.
 pub(crate) async fn revocation_snapshot(
     conn: &mut Conn,
     sessions_since: Timestamp,
@@ -1520,7 +1530,7 @@ pub(crate) async fn list_audit(
     let mut query = audit_events::table
         .filter(audit_events::tenant_id.eq(tenant.as_uuid()))
         .order(audit_events::seq.desc())
-        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .limit(page_limit(limit))
         .select(AuditRow::as_select())
         .into_boxed();
     if let Some(before) = before {
@@ -1689,6 +1699,49 @@ impl QueryFragment<Pg> for Lineage {
         );
         out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
         out.push_sql(" ORDER BY c.depth");
+        Ok(())
+    }
+}
+
+/// `SELECT t, set_config('iam.tenant_id', …) FROM iam_session_tenant($1) t`: the lookup and
+/// the scoping in one round trip (the setting is made only for a row that exists).
+#[derive(QueryId)]
+struct ActInSessionTenant {
+    id: Uuid,
+}
+
+impl Query for ActInSessionTenant {
+    type SqlType = (sql_types::Uuid, sql_types::Text);
+}
+
+impl QueryFragment<Pg> for ActInSessionTenant {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT t, set_config('iam.tenant_id', t::text, true) FROM iam_session_tenant(",
+        );
+        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
+        out.push_sql(") AS t WHERE t IS NOT NULL");
+        Ok(())
+    }
+}
+
+/// [`ActInSessionTenant`] by refresh token (`iam_refresh_tenant`).
+#[derive(QueryId)]
+struct ActInRefreshTenant {
+    token: [u8; 32],
+}
+
+impl Query for ActInRefreshTenant {
+    type SqlType = (sql_types::Uuid, sql_types::Text);
+}
+
+impl QueryFragment<Pg> for ActInRefreshTenant {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT t, set_config('iam.tenant_id', t::text, true) FROM iam_refresh_tenant(",
+        );
+        out.push_bind_param::<sql_types::Bytea, [u8]>(self.token.as_slice())?;
+        out.push_sql(") AS t WHERE t IS NOT NULL");
         Ok(())
     }
 }

@@ -110,21 +110,28 @@ pub(crate) async fn roll_back(mut guard: Detaching) -> Result<(), StoreError> {
 }
 
 impl PgUnit {
-    /// The tenant of the session a refresh token belongs to, if the token is known.
-    async fn tenant_of_refresh(
-        &mut self,
-        token: &RefreshTokenHash,
-    ) -> Result<Option<TenantId>, StoreError> {
+    /// Acts in the tenant of the session a refresh token belongs to; `false` if the token is
+    /// unknown.
+    async fn enter_refresh_tenant(&mut self, token: &RefreshTokenHash) -> Result<bool, StoreError> {
         let conn = self.enter()?;
-        let result = queries::refresh_tenant(conn, token).await;
-        self.leave(result)
+        let result = queries::act_in_refresh_tenant(conn, token).await;
+        self.scoped(result)
     }
 
-    /// The tenant of a session, if it exists.
-    async fn tenant_of_session(&mut self, id: SessionId) -> Result<Option<TenantId>, StoreError> {
+    /// Acts in the tenant of a session; `false` if there is no such session.
+    async fn enter_session_tenant(&mut self, id: SessionId) -> Result<bool, StoreError> {
         let conn = self.enter()?;
-        let result = queries::session_tenant(conn, id).await;
-        self.leave(result)
+        let result = queries::act_in_session_tenant(conn, id).await;
+        self.scoped(result)
+    }
+
+    /// Records the tenant a lookup-and-scope statement set, if it found one.
+    fn scoped(&mut self, result: Result<Option<TenantId>, StoreError>) -> Result<bool, StoreError> {
+        let tenant = self.leave(result)?;
+        if tenant.is_some() {
+            self.scope = tenant;
+        }
+        Ok(tenant.is_some())
     }
 }
 
@@ -221,6 +228,16 @@ impl TenantRepo for PgUnit {
     async fn memberships_of(&mut self, user: UserId) -> Result<Vec<Membership>, StoreError> {
         let conn = self.enter()?;
         let result = queries::memberships_of(conn, user).await;
+        self.leave(result)
+    }
+
+    async fn memberships_in(
+        &mut self,
+        tenant: TenantId,
+        users: &[UserId],
+    ) -> Result<Vec<Membership>, StoreError> {
+        let conn = self.enter_in(tenant).await?;
+        let result = queries::memberships_in(conn, tenant, users).await;
         self.leave(result)
     }
 
@@ -368,10 +385,10 @@ impl SessionRepo for PgUnit {
         &mut self,
         token: &RefreshTokenHash,
     ) -> Result<Option<Session>, StoreError> {
-        let Some(tenant) = self.tenant_of_refresh(token).await? else {
+        if !self.enter_refresh_tenant(token).await? {
             return Ok(None);
-        };
-        let conn = self.enter_in(tenant).await?;
+        }
+        let conn = self.enter()?;
         let result = queries::session_of_refresh(conn, token).await;
         self.leave(result)
     }
@@ -391,10 +408,10 @@ impl SessionRepo for PgUnit {
         presented: &RefreshTokenHash,
         next: &NewRefreshToken,
     ) -> Result<Rotation, StoreError> {
-        let Some(tenant) = self.tenant_of_refresh(presented).await? else {
+        if !self.enter_refresh_tenant(presented).await? {
             return Ok(Rotation::Unknown);
-        };
-        let conn = self.enter_in(tenant).await?;
+        }
+        let conn = self.enter()?;
         let result = queries::rotate_refresh(conn, presented, next).await;
         let (rotation, revoked) = self.leave(result)?;
         if let (Rotation::Reused(id), true) = (&rotation, revoked) {
@@ -404,19 +421,19 @@ impl SessionRepo for PgUnit {
     }
 
     async fn session(&mut self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        let Some(tenant) = self.tenant_of_session(id).await? else {
+        if !self.enter_session_tenant(id).await? {
             return Ok(None);
-        };
-        let conn = self.enter_in(tenant).await?;
+        }
+        let conn = self.enter()?;
         let result = queries::session(conn, id).await;
         self.leave(result)
     }
 
     async fn revoke_session(&mut self, id: SessionId, at: Timestamp) -> Result<bool, StoreError> {
-        let Some(tenant) = self.tenant_of_session(id).await? else {
+        if !self.enter_session_tenant(id).await? {
             return Ok(false);
-        };
-        let conn = self.enter_in(tenant).await?;
+        }
+        let conn = self.enter()?;
         let result = queries::revoke_session(conn, id, at).await;
         let revoked = self.leave(result)?;
         if revoked.session {

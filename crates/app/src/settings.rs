@@ -50,9 +50,10 @@ pub struct ClaimSettings {
 
 impl Default for ClaimSettings {
     fn default() -> Self {
+        let limits = iam_domain::claims::ClaimLimits::default();
         Self {
-            max_claim_bytes: 1024,
-            max_token_bytes: 4096,
+            max_claim_bytes: limits.per_claim_bytes,
+            max_token_bytes: limits.per_token_bytes,
         }
     }
 }

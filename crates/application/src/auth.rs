@@ -490,15 +490,16 @@ impl AuthService {
     ) -> Result<Vec<TenantChoice>, AuthError> {
         let mut out = Vec::with_capacity(memberships.len());
         for m in memberships {
-            let Some(tenant) = uow.tenant(m.tenant).await?.filter(Tenant::is_live) else {
+            let (Some(tenant), blocked) = standing_of(&mut *uow, m.tenant).await? else {
                 continue;
             };
-            out.push(TenantChoice {
-                blocked: tenant.status != TenantStatus::Active
-                    || self.validator.view().tenant_blocked(tenant.id),
-                tenant,
-                roles: m.roles,
-            });
+            if tenant.is_live() {
+                out.push(TenantChoice {
+                    blocked,
+                    tenant,
+                    roles: m.roles,
+                });
+            }
         }
         Ok(out)
     }
@@ -572,20 +573,18 @@ impl AuthService {
         Ok(pair)
     }
 
-    /// The tenant, unless it is blocked, itself or through an ancestor.
+    /// The tenant, unless it is blocked, itself or through an ancestor (read from the store,
+    /// like the refresh function's check, not from the view that may lag it).
     async fn usable_tenant(
         &self,
         uow: &mut dyn UnitOfWork,
         id: TenantId,
     ) -> Result<Tenant, AuthError> {
-        let tenant = uow
-            .tenant(id)
-            .await?
-            .ok_or_else(|| AuthError::Internal("membership of a missing tenant".into()))?;
-        if tenant.status != TenantStatus::Active || self.validator.view().tenant_blocked(id) {
-            return Err(AuthError::TenantBlocked);
+        match standing_of(uow, id).await? {
+            (None, _) => Err(AuthError::Internal("membership of a missing tenant".into())),
+            (Some(_), true) => Err(AuthError::TenantBlocked),
+            (Some(tenant), false) => Ok(tenant),
         }
-        Ok(tenant)
     }
 
     /// The second step of a sign-in: a TOTP code or a recovery code for an MFA challenge.
@@ -957,6 +956,17 @@ impl AuthService {
             _ => Err(AuthError::Unauthenticated(Unauthenticated::Revoked)),
         }
     }
+}
+
+/// A tenant (`None` if unknown) and whether it is blocked or deleted, itself or through an
+/// ancestor: one lookup of its lineage.
+async fn standing_of(
+    uow: &mut dyn UnitOfWork,
+    id: TenantId,
+) -> Result<(Option<Tenant>, bool), AuthError> {
+    let lineage = uow.lineage(id).await?;
+    let blocked = lineage.iter().any(|t| t.status != TenantStatus::Active);
+    Ok((lineage.into_iter().next(), blocked))
 }
 
 /// The membership a sign-in lands in: the requested tenant, or the oldest membership.

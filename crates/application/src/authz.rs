@@ -330,9 +330,50 @@ pub(crate) async fn tenant_roles(
         .tenant(tenant)
         .await?
         .ok_or(AdminError::TenantNotFound)?;
-    let mut roles = Role::system_roles(tenant, t.created_at);
-    roles.extend(uow.custom_roles(tenant).await?);
+    roles_of(uow, &t).await
+}
+
+/// [`tenant_roles`] of a tenant already read.
+async fn roles_of(
+    uow: &mut dyn UnitOfWork,
+    tenant: &iam_domain::Tenant,
+) -> Result<Vec<Role>, AdminError> {
+    let mut roles = Role::system_roles(tenant.id, tenant.created_at);
+    roles.extend(uow.custom_roles(tenant.id).await?);
     Ok(roles)
+}
+
+/// The check before granting `roles` of a tenant (`all`, its roles) to someone: each exists
+/// there, anything beyond the default needs `iam.roles.assign`, and the caller holds everything
+/// they grant.
+pub(crate) fn may_grant(held: &Grants, all: &[Role], roles: &[RoleName]) -> Result<(), AdminError> {
+    if let Some(missing) = roles.iter().find(|r| !all.iter().any(|t| &t.name == *r)) {
+        tracing::debug!(role = missing.as_str(), "an unknown role was named");
+        return Err(AdminError::RoleNotFound);
+    }
+    if !is_default_roles(roles) && !held.allows(Operation::AssignRole.permission()) {
+        return Err(AdminError::Forbidden(Operation::AssignRole.permission()));
+    }
+    if !iam_domain::rbac::covers(held, &grants_for(all, roles)) {
+        return Err(AdminError::Escalation);
+    }
+    Ok(())
+}
+
+/// A page of at most `limit` items out of the `limit + 1` fetched, and the key of its last item
+/// when more follow (the cursor of the next page).
+pub(crate) fn split_page<T, K>(
+    mut items: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<K>) {
+    if items.len() > limit {
+        items.truncate(limit);
+        let next = items.last().map(&key);
+        (items, next)
+    } else {
+        (items, None)
+    }
 }
 
 /// Whether `roles` is what a new member gets anyway (nothing, or just `member`).
@@ -371,13 +412,19 @@ pub(crate) async fn authorize(
     if delegated && !uow.is_descendant(principal.tenant, tenant).await? {
         return Err(AdminError::TenantNotFound);
     }
-    live_tenant(uow, tenant).await?;
+    let target = live_tenant(uow, tenant).await?;
     let held = uow
         .membership(principal.user, principal.tenant)
         .await?
         .map(|m| m.roles)
         .unwrap_or_default();
-    let roles = tenant_roles(uow, principal.tenant).await?;
+    // The caller's grants come from their own tenant's roles: the target's, read already,
+    // unless they act by delegation.
+    let roles = if delegated {
+        tenant_roles(uow, principal.tenant).await?
+    } else {
+        roles_of(uow, &target).await?
+    };
     let grants = grants_for(&roles, &held);
     if delegated && !grants.allows(MANAGE_DESCENDANTS) {
         return Err(AdminError::Forbidden(MANAGE_DESCENDANTS));

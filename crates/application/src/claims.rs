@@ -133,8 +133,8 @@ impl ClaimService {
             // The platform (its root tenant, or a service) speaks for every module; a tenant
             // speaks for itself only: its claims are named `tenant.…`, and it may not make the
             // IAM call URLs of its choosing from inside the platform's network.
-            let platform =
-                matches!(actor.caller, Caller::Service) || uow.root_tenant().await? == Some(tenant);
+            let root = uow.root_tenant().await? == Some(tenant);
+            let platform = matches!(actor.caller, Caller::Service) || root;
             if !platform {
                 if !new.name.is_tenant_namespace() {
                     return Err(AdminError::InvalidClaim(ClaimError::TenantNamespace));
@@ -148,12 +148,8 @@ impl ClaimService {
                     tenant,
                     descendants: s.descendants,
                 },
-                None => {
-                    if uow.root_tenant().await? != Some(tenant) {
-                        return Err(AdminError::NotRoot);
-                    }
-                    ClaimScope::Platform
-                }
+                None if root => ClaimScope::Platform,
+                None => return Err(AdminError::NotRoot),
             };
             let def = ClaimDefinition {
                 name: new.name,

@@ -13,11 +13,9 @@ use iam_ports::{RevocationEvent, StoreError, UnitOfWork, random};
 use tracing::info;
 
 use crate::authz::{
-    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, is_default_roles,
-    tenant_roles,
+    Actor, AdminError, Auditor, Caller, Operation, authorize, may_grant, tenant_roles,
 };
 use crate::{AuthError, AuthService, Ports, RevocationView};
-use iam_domain::rbac::covers;
 
 /// Lifetimes, links and wording of emailed flows.
 #[derive(Debug, Clone)]
@@ -413,17 +411,7 @@ impl Flows {
             let held = authorize(&mut *uow, actor, Operation::Invite, tenant).await?;
             let all = tenant_roles(&mut *uow, tenant).await?;
             uow.commit().await?;
-            if let Some(missing) = roles.iter().find(|r| !all.iter().any(|t| &t.name == *r)) {
-                tracing::debug!(role = missing.as_str(), "invitation names an unknown role");
-                return Err(AdminError::RoleNotFound);
-            }
-            if !is_default_roles(roles) && !held.allows(Operation::AssignRole.permission()) {
-                return Err(AdminError::Forbidden(Operation::AssignRole.permission()));
-            }
-            if !covers(&held, &grants_for(&all, roles)) {
-                return Err(AdminError::Escalation);
-            }
-            Ok(())
+            may_grant(&held, &all, roles)
         }
         .await;
         Auditor::new(self.ports.clone())

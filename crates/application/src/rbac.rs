@@ -12,7 +12,7 @@ use iam_domain::{
 use iam_ports::{RevocationEvent, UnitOfWork, random};
 use tracing::{info, warn};
 
-use crate::authz::{Actor, AdminError, Auditor, Operation, authorize, tenant_roles};
+use crate::authz::{Actor, AdminError, Auditor, Operation, authorize, split_page, tenant_roles};
 use crate::{Ports, RevocationView};
 
 /// Most audit events one page may hold.
@@ -499,14 +499,9 @@ impl RbacService {
         let limit = limit.clamp(1, MAX_AUDIT_PAGE);
         let mut uow = self.ports.store.begin().await?;
         authorize(&mut *uow, actor, Operation::ListAuditEvents, tenant).await?;
-        let mut events = uow.list_audit(tenant, before, limit + 1).await?;
+        let events = uow.list_audit(tenant, before, limit + 1).await?;
         uow.commit().await?;
-        let next = if events.len() > limit {
-            events.truncate(limit);
-            events.last().map(|e| e.id)
-        } else {
-            None
-        };
+        let (events, next) = split_page(events, limit, |e| e.id);
         Ok(AuditPage { events, next })
     }
 

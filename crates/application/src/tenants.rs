@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::authz::{
     Actor, AdminError, Auditor, Caller, MANAGE_DESCENDANTS, Operation, authorize, grants_for,
-    live_tenant, tenant_roles,
+    live_tenant, split_page, tenant_roles,
 };
 use crate::{Ports, RevocationView};
 
@@ -158,11 +158,8 @@ impl TenantService {
         }
         uow.commit().await?;
         info!(tenant.id = %id, status = status.as_str(), "tenant status changed");
-        // The subtree's effective statuses come from a fresh snapshot. The change is committed
-        // whatever happens here; a failed refresh is repaired by the feed's next resync.
-        if let Err(e) = self.view.apply(RevocationEvent::TenantStatus(id)).await {
-            tracing::warn!(error = %e, "revocation view refresh after a tenant change failed");
-        }
+        // The subtree's effective statuses come from a fresh snapshot.
+        self.refresh_view(id, &[]).await;
         Ok(())
     }
 }
@@ -232,11 +229,10 @@ impl TenantService {
         after: Option<TenantId>,
         limit: usize,
     ) -> Result<TenantPage, AdminError> {
+        let limit = limit.clamp(1, MAX_TENANT_PAGE);
         let mut uow = self.ports.store.begin().await?;
         below(&mut *uow, actor, root).await?;
-        let tenants = uow
-            .descendants(root, after, limit.clamp(1, MAX_TENANT_PAGE) + 1)
-            .await?;
+        let tenants = uow.descendants(root, after, limit + 1).await?;
         uow.commit().await?;
         Ok(tenant_page(tenants, limit))
     }
@@ -249,11 +245,10 @@ impl TenantService {
         after: Option<TenantId>,
         limit: usize,
     ) -> Result<TenantPage, AdminError> {
+        let limit = limit.clamp(1, MAX_TENANT_PAGE);
         let mut uow = self.ports.store.begin().await?;
         below(&mut *uow, actor, id).await?;
-        let tenants = uow
-            .children(id, after, limit.clamp(1, MAX_TENANT_PAGE) + 1)
-            .await?;
+        let tenants = uow.children(id, after, limit + 1).await?;
         uow.commit().await?;
         Ok(tenant_page(tenants, limit))
     }
@@ -518,21 +513,25 @@ impl TenantService {
         let mut uow = self.ports.store.begin().await?;
         authorize(&mut *uow, actor, Operation::ListMembers, id).await?;
         let limit = limit.clamp(1, MAX_TENANT_PAGE);
-        let mut users = uow
+        let users = uow
             .list_members(id, &iam_ports::UserFilter::default(), after, limit + 1)
             .await?;
-        let next = (users.len() > limit).then(|| users[limit - 1].id);
-        users.truncate(limit);
-        let mut members = Vec::with_capacity(users.len());
-        for user in users {
-            let roles = uow
-                .membership(user.id, id)
-                .await?
-                .map(|m| m.roles)
-                .unwrap_or_default();
-            members.push(Member { user, roles });
-        }
+        let (users, next) = split_page(users, limit, |u| u.id);
+        let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+        let mut roles: std::collections::HashMap<UserId, Vec<RoleName>> = uow
+            .memberships_in(id, &ids)
+            .await?
+            .into_iter()
+            .map(|m| (m.user, m.roles))
+            .collect();
         uow.commit().await?;
+        let members = users
+            .into_iter()
+            .map(|user| Member {
+                roles: roles.remove(&user.id).unwrap_or_default(),
+                user,
+            })
+            .collect();
         Ok(MemberPage { members, next })
     }
 
@@ -580,12 +579,7 @@ impl TenantService {
                 .await?;
             uow.commit().await?;
             info!(tenant.id = %id, user.id = %user, "member removed");
-            for session in revoked {
-                self.view
-                    .apply(RevocationEvent::SessionRevoked(session))
-                    .await
-                    .ok();
-            }
+            self.revoked(&revoked).await;
             Ok(())
         }
         .await;
@@ -597,14 +591,19 @@ impl TenantService {
     /// Brings this instance's view up to date at once (others hear it on the feed); a failed
     /// refresh is repaired by the feed's next resync.
     async fn refresh_view(&self, id: TenantId, revoked: &[SessionId]) {
-        for session in revoked {
+        self.revoked(revoked).await;
+        if let Err(e) = self.view.apply(RevocationEvent::TenantStatus(id)).await {
+            tracing::warn!(error = %e, "revocation view refresh after a tenant change failed");
+        }
+    }
+
+    /// Ends the sessions in this instance's view at once (session events need no store).
+    async fn revoked(&self, sessions: &[SessionId]) {
+        for session in sessions {
             self.view
                 .apply(RevocationEvent::SessionRevoked(*session))
                 .await
                 .ok();
-        }
-        if let Err(e) = self.view.apply(RevocationEvent::TenantStatus(id)).await {
-            tracing::warn!(error = %e, "revocation view refresh after a tenant change failed");
         }
     }
 }
@@ -621,10 +620,8 @@ async fn below(uow: &mut dyn UnitOfWork, actor: &Actor, id: TenantId) -> Result<
 }
 
 /// A page of at most `limit` tenants out of `limit + 1` fetched.
-fn tenant_page(mut tenants: Vec<Tenant>, limit: usize) -> TenantPage {
-    let limit = limit.clamp(1, MAX_TENANT_PAGE);
-    let next = (tenants.len() > limit).then(|| tenants[limit - 1].id);
-    tenants.truncate(limit);
+fn tenant_page(tenants: Vec<Tenant>, limit: usize) -> TenantPage {
+    let (tenants, next) = split_page(tenants, limit, |t| t.id);
     TenantPage { tenants, next }
 }
 

@@ -12,7 +12,7 @@ use iam_ports::{RevocationEvent, UnitOfWork, UserFilter, random};
 use tracing::info;
 
 use crate::authz::{
-    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, is_default_roles,
+    Actor, AdminError, Auditor, Caller, Operation, authorize, grants_for, may_grant, split_page,
     tenant_roles,
 };
 use crate::{Ports, RevocationView};
@@ -132,18 +132,7 @@ impl UserService {
         };
         let mut uow = self.ports.store.begin().await?;
         let held = authorize(&mut *uow, actor, Operation::CreateUser, tenant).await?;
-        let tenant_roles = tenant_roles(&mut *uow, tenant).await?;
-        for name in &roles {
-            if !tenant_roles.iter().any(|r| &r.name == name) {
-                return Err(AdminError::RoleNotFound);
-            }
-        }
-        if !is_default_roles(&roles) && !held.allows(Operation::AssignRole.permission()) {
-            return Err(AdminError::Forbidden(Operation::AssignRole.permission()));
-        }
-        if !covers(&held, &grants_for(&tenant_roles, &roles)) {
-            return Err(AdminError::Escalation);
-        }
+        may_grant(&held, &tenant_roles(&mut *uow, tenant).await?, &roles)?;
         uow.insert_user(&user, hash.as_ref()).await?;
         uow.insert_membership(&Membership {
             tenant,
@@ -209,14 +198,9 @@ impl UserService {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut uow = self.ports.store.begin().await?;
         authorize(&mut *uow, actor, Operation::ListUsers, tenant).await?;
-        let mut users = uow.list_members(tenant, filter, after, limit + 1).await?;
+        let users = uow.list_members(tenant, filter, after, limit + 1).await?;
         uow.commit().await?;
-        let next = if users.len() > limit {
-            users.truncate(limit);
-            users.last().map(|u| u.id)
-        } else {
-            None
-        };
+        let (users, next) = split_page(users, limit, |u| u.id);
         Ok(UserPage { users, next })
     }
 

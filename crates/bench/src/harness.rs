@@ -1,7 +1,9 @@
-//! What the gRPC load generators share: serving routes on loopback, latency histograms and
-//! their merge.
+//! What the gRPC load generators share: serving routes on loopback, client channels, latency
+//! histograms and their merge, and the median run.
 
+use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use tonic::transport::Channel;
 
 /// Serves `routes` on a fresh loopback port exactly as the binary serves gRPC; the base URL.
 pub async fn serve_on_loopback(routes: tonic::service::Routes) -> anyhow::Result<String> {
@@ -30,4 +32,26 @@ pub async fn merged(tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>) -> Hist
         }
     }
     all
+}
+
+/// `n` separate HTTP/2 connections to `url`, so that calls spread over them.
+pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(
+            Channel::from_shared(url.to_owned())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {url}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The run of median `rate` out of `runs` (at least one).
+pub fn median<T>(mut runs: Vec<T>, rate: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|x, y| rate(x).total_cmp(&rate(y)));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
 }

@@ -342,16 +342,11 @@ impl TenantHierarchyService for Constant {
 type Client = TenantHierarchyServiceClient<Channel>;
 
 async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Client>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let channel = Channel::from_shared(url.to_owned())?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
-        out.push(TenantHierarchyServiceClient::new(channel));
-    }
-    Ok(out)
+    Ok(crate::harness::connect(url, n)
+        .await?
+        .into_iter()
+        .map(TenantHierarchyServiceClient::new)
+        .collect())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -476,10 +471,8 @@ async fn drive(
 }
 
 /// The run with the median throughput.
-fn median(mut runs: Vec<Measured>) -> Measured {
-    runs.sort_by(|x, y| x.rps.total_cmp(&y.rps));
-    let mid = runs.len() / 2;
-    runs.swap_remove(mid)
+fn median(runs: Vec<Measured>) -> Measured {
+    crate::harness::median(runs, |m| m.rps)
 }
 
 /// `iam-bench tenants`.

@@ -152,16 +152,11 @@ struct Measured {
 }
 
 async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<AuthServiceClient<Channel>>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let channel = Channel::from_shared(url.to_owned())?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
-        out.push(AuthServiceClient::new(channel));
-    }
-    Ok(out)
+    Ok(crate::harness::connect(url, n)
+        .await?
+        .into_iter()
+        .map(AuthServiceClient::new)
+        .collect())
 }
 
 /// Runs `concurrency` callers, each sending its next call when its last is answered (closed
@@ -320,10 +315,8 @@ fn paced(
 }
 
 /// The run with the median throughput.
-fn median(mut runs: Vec<Measured>) -> Measured {
-    runs.sort_by(|x, y| x.rps.total_cmp(&y.rps));
-    let mid = runs.len() / 2;
-    runs.swap_remove(mid)
+fn median(runs: Vec<Measured>) -> Measured {
+    crate::harness::median(runs, |m| m.rps)
 }
 
 fn forge(token: &str, n: usize) -> String {

@@ -151,6 +151,13 @@ pub trait TenantRepo: Send {
     /// A user's memberships, oldest first.
     async fn memberships_of(&mut self, user: UserId) -> Result<Vec<Membership>, StoreError>;
 
+    /// The memberships of `tenant` held by any of `users` (one query, for a page of members).
+    async fn memberships_in(
+        &mut self,
+        tenant: TenantId,
+        users: &[UserId],
+    ) -> Result<Vec<Membership>, StoreError>;
+
     /// One membership, if the user belongs to the tenant.
     async fn membership(
         &mut self,

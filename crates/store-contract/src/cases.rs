@@ -12,7 +12,9 @@ use iam_ports::{
 };
 
 use crate::Fixture;
-use crate::fixtures::{add_member, hash, refresh, t0, tenant, user};
+use crate::fixtures::{
+    add_member, child, custom_role, hash, new_session, refresh, t0, tenant, user,
+};
 
 /// A user, a tenant and a membership, committed.
 async fn seed(f: &Fixture) -> (User, Tenant) {
@@ -34,15 +36,7 @@ async fn seed(f: &Fixture) -> (User, Tenant) {
 
 /// A committed session whose first refresh token is `first`.
 async fn session(f: &Fixture, u: &User, t: &Tenant, first: &NewRefreshToken) -> Session {
-    let s = Session {
-        id: SessionId::new_v7(t0(), [9; 10]),
-        user: u.id,
-        tenant: t.id,
-        amr: vec!["pwd".into()],
-        auth_time: t0(),
-        created_at: t0(),
-        revoked_at: None,
-    };
+    let s = new_session(9, u, t);
     let mut uow = f.store.begin().await.expect("begin");
     uow.insert_session(&s, first).await.expect("session");
     uow.commit().await.expect("commit");
@@ -495,15 +489,7 @@ pub async fn revoking_all_sessions_of_a_user(f: &Fixture) {
     let mut sessions = Vec::new();
     let mut uow = f.store.begin().await.expect("begin");
     for n in 0..3u8 {
-        let s = Session {
-            id: SessionId::new_v7(t0(), [n; 10]),
-            user: u.id,
-            tenant: t.id,
-            amr: vec!["pwd".into()],
-            auth_time: t0(),
-            created_at: t0(),
-            revoked_at: None,
-        };
+        let s = new_session(n, &u, &t);
         uow.insert_session(&s, &refresh(n, t0()).1)
             .await
             .expect("session");
@@ -980,15 +966,7 @@ pub async fn refresh_session_in_one_call(f: &Fixture) {
     let mut uow = f.store.begin().await.expect("begin");
     uow.insert_user(&other_user, None).await.expect("user");
     uow.insert_tenant(&other_tenant).await.expect("tenant");
-    let lone = Session {
-        id: SessionId::new_v7(t0(), [5; 10]),
-        user: other_user.id,
-        tenant: other_tenant.id,
-        amr: vec!["pwd".into()],
-        auth_time: t0(),
-        created_at: t0(),
-        revoked_at: None,
-    };
+    let lone = new_session(5, &other_user, &other_tenant);
     uow.insert_session(&lone, &refresh(5, t0()).1)
         .await
         .expect("session");
@@ -1253,23 +1231,6 @@ pub async fn the_outbox_commits_with_the_unit_and_leases_claims(f: &Fixture) {
     );
     assert_eq!(again[0].attempts, 2);
     assert_eq!(f.mail.pending().await.expect("pending"), 1);
-}
-
-fn custom_role(t: &Tenant, n: u8, name: &str, perms: &[&str]) -> iam_domain::Role {
-    iam_domain::Role {
-        id: iam_domain::RoleId::new_v7(t0(), [n; 10]),
-        tenant: t.id,
-        name: RoleName::parse(name).expect("role name"),
-        description: format!("role {n}"),
-        system: None,
-        permissions: perms
-            .iter()
-            .map(|p| iam_domain::Permission::parse(p).expect("permission"))
-            .collect(),
-        named_at: t0(),
-        created_at: t0(),
-        updated_at: t0(),
-    }
 }
 
 /// Custom roles are stored per tenant, unique by name, and renaming or deleting one rewrites
@@ -1614,14 +1575,6 @@ pub async fn claims_and_sessions_of_refresh_tokens(f: &Fixture) {
     );
 }
 
-/// Tenant `n` with parent `parent`, owned by `owner`.
-fn child_of(n: u8, parent: &Tenant, owner: &User) -> Tenant {
-    Tenant {
-        parent: Some(parent.id),
-        ..tenant(n, owner)
-    }
-}
-
 /// The model's ancestors of `id`, nearest first, from parent links.
 fn model_ancestors(tree: &[Tenant], id: iam_domain::TenantId) -> Vec<iam_domain::TenantId> {
     let parent = |id| tree.iter().find(|t| t.id == id).and_then(|t| t.parent);
@@ -1661,11 +1614,11 @@ pub async fn hierarchy_deep_and_wide(f: &Fixture) {
     let mut tree = vec![root.clone()];
     // Wide: twelve children of the root; deep: a chain of eight under the first of them.
     for n in 0..12u8 {
-        tree.push(child_of(10 + n, &root, &u));
+        tree.push(child(10 + n, &root, &u));
     }
     let mut below = tree[1].clone();
     for n in 0..8u8 {
-        let next = child_of(40 + n, &below, &u);
+        let next = child(40 + n, &below, &u);
         tree.push(next.clone());
         below = next;
     }
@@ -1713,10 +1666,10 @@ pub async fn hierarchy_deep_and_wide(f: &Fixture) {
 
 pub async fn moves_keep_the_tree_and_refuse_cycles(f: &Fixture) {
     let (u, root) = seed(f).await;
-    let a = child_of(2, &root, &u);
-    let b = child_of(3, &a, &u);
-    let c = child_of(4, &b, &u);
-    let d = child_of(5, &root, &u);
+    let a = child(2, &root, &u);
+    let b = child(3, &a, &u);
+    let c = child(4, &b, &u);
+    let d = child(5, &root, &u);
     let mut uow = f.store.begin().await.expect("begin");
     for t in [&a, &b, &c, &d] {
         uow.insert_tenant(t).await.expect("insert");
@@ -1811,9 +1764,9 @@ pub async fn moves_keep_the_tree_and_refuse_cycles(f: &Fixture) {
 
 pub async fn moves_and_deletions_reach_the_snapshot(f: &Fixture) {
     let (u, root) = seed(f).await;
-    let a = child_of(2, &root, &u);
-    let b = child_of(3, &root, &u);
-    let c = child_of(4, &b, &u);
+    let a = child(2, &root, &u);
+    let b = child(3, &root, &u);
+    let c = child(4, &b, &u);
     let mut uow = f.store.begin().await.expect("begin");
     for t in [&a, &b, &c] {
         uow.insert_tenant(t).await.expect("insert");
@@ -1905,15 +1858,7 @@ pub async fn tenant_updates_memberships_and_tenant_sessions(f: &Fixture) {
     let mut sessions = Vec::new();
     for (n, (tenant, user)) in [(&t, &u), (&t, &v), (&other, &u)].into_iter().enumerate() {
         let n = u8::try_from(n).expect("small");
-        let s = Session {
-            id: SessionId::new_v7(t0(), [n; 10]),
-            user: user.id,
-            tenant: tenant.id,
-            amr: vec!["pwd".into()],
-            auth_time: t0(),
-            created_at: t0(),
-            revoked_at: None,
-        };
+        let s = new_session(n, user, tenant);
         uow.insert_session(&s, &refresh(n, t0()).1)
             .await
             .expect("session");
@@ -1923,6 +1868,27 @@ pub async fn tenant_updates_memberships_and_tenant_sessions(f: &Fixture) {
 
     let at = t0() + Duration::hours(1);
     let mut uow = f.store.begin().await.expect("begin");
+    // A page of members' roles in one call; strangers and other tenants' members are left out.
+    let mut held: Vec<_> = uow
+        .memberships_in(t.id, &[u.id, v.id, user(9).id])
+        .await
+        .expect("memberships")
+        .into_iter()
+        .map(|m| (m.user, m.roles))
+        .collect();
+    held.sort();
+    let mut expected = vec![
+        (u.id, vec![RoleName::owner()]),
+        (v.id, vec![RoleName::member()]),
+    ];
+    expected.sort();
+    assert_eq!(held, expected);
+    assert!(
+        uow.memberships_in(other.id, &[v.id])
+            .await
+            .expect("memberships")
+            .is_empty()
+    );
     let mut changed = t.clone();
     changed.name = iam_domain::TenantName::parse("Renamed").expect("name");
     changed.owner = v.id;
@@ -1963,7 +1929,7 @@ pub async fn tenant_updates_memberships_and_tenant_sessions(f: &Fixture) {
 
     let mut uow = f.store.begin().await.expect("begin");
     let stored = uow.tenant(t.id).await.expect("lookup").expect("tenant");
-    assert_eq!(stored, Tenant { ..changed });
+    assert_eq!(stored, changed);
     assert!(uow.membership(v.id, t.id).await.expect("m").is_none());
     assert!(uow.membership(u.id, other.id).await.expect("m").is_none());
     let live = |s: &Session| s.revoked_at.is_none();

@@ -2,8 +2,8 @@
 
 use chrono::{Duration, TimeZone};
 use iam_domain::{
-    DisplayName, Email, PasswordHash, RefreshToken, Tenant, TenantId, TenantName, Timestamp, User,
-    UserId,
+    DisplayName, Email, PasswordHash, RefreshToken, Session, SessionId, Tenant, TenantId,
+    TenantName, Timestamp, User, UserId,
 };
 use iam_ports::NewRefreshToken;
 
@@ -33,6 +33,45 @@ pub fn tenant(n: u8, owner: &User) -> Tenant {
         owner.id,
         t0(),
     )
+}
+
+/// Tenant number `n`, a child of `parent`, owned by `owner`.
+pub fn child(n: u8, parent: &Tenant, owner: &User) -> Tenant {
+    Tenant {
+        parent: Some(parent.id),
+        ..tenant(n, owner)
+    }
+}
+
+/// Session number `n` of `user` in `tenant`, by password, started at [`t0`].
+pub fn new_session(n: u8, user: &User, tenant: &Tenant) -> Session {
+    Session {
+        id: SessionId::new_v7(t0(), [n; 10]),
+        user: user.id,
+        tenant: tenant.id,
+        amr: vec!["pwd".into()],
+        auth_time: t0(),
+        created_at: t0(),
+        revoked_at: None,
+    }
+}
+
+/// Custom role number `n` of tenant `t`, named `name`, granting `perms`.
+pub fn custom_role(t: &Tenant, n: u8, name: &str, perms: &[&str]) -> iam_domain::Role {
+    iam_domain::Role {
+        id: iam_domain::RoleId::new_v7(t0(), [n; 10]),
+        tenant: t.id,
+        name: iam_domain::RoleName::parse(name).expect("role name"),
+        description: format!("role {n}"),
+        system: None,
+        permissions: perms
+            .iter()
+            .map(|p| iam_domain::Permission::parse(p).expect("permission"))
+            .collect(),
+        named_at: t0(),
+        created_at: t0(),
+        updated_at: t0(),
+    }
 }
 
 /// A syntactically valid PHC string (no known password).

@@ -19,7 +19,7 @@ use iam_ports::{
     Store, StoreError, ThrottleStore,
 };
 use iam_store_contract::Fixture;
-use iam_store_contract::fixtures::{add_member, hash, t0, tenant, user};
+use iam_store_contract::fixtures::{add_member, child, hash, t0, tenant, user};
 
 mod rls;
 
@@ -475,20 +475,9 @@ async fn raw_exec(url: &str, sql: &str) {
 }
 
 async fn raw_count(url: &str, sql: &str) -> i64 {
-    use diesel::QueryableByName;
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
     let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
-    diesel::sql_query(sql)
-        .get_result::<Count>(&mut conn)
-        .await
-        .expect("count")
-        .n
+    rls::count(&mut conn, sql).await.expect("count")
 }
 
 /// The listener connections on the test's own database.
@@ -2051,13 +2040,6 @@ async fn failures_keep_a_truncated_reason_and_the_bodies_stay_out_of_errors() {
             .expect("claim")
             .is_empty()
     );
-}
-
-fn child(n: u8, parent: &Tenant, owner: &User) -> Tenant {
-    Tenant {
-        parent: Some(parent.id),
-        ..tenant(n, owner)
-    }
 }
 
 /// Two moves that would each be fine alone but together close a cycle (A under B, B under A):

@@ -7,11 +7,9 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use iam_adapters_postgres::testing::TestDatabase;
 use iam_adapters_postgres::{PostgresStore, SERVICE_ROLE};
-use iam_domain::{
-    AuditActor, AuditEvent, AuditId, Membership, RoleName, Session, SessionId, Tenant,
-};
+use iam_domain::{AuditActor, AuditEvent, AuditId, Membership, RoleName, SessionId, Tenant};
 use iam_ports::Store;
-use iam_store_contract::fixtures::{refresh, t0, tenant, user};
+use iam_store_contract::fixtures::{custom_role, new_session, refresh, t0, tenant, user};
 
 use crate::config;
 
@@ -33,7 +31,11 @@ struct Count {
     n: i64,
 }
 
-async fn count(conn: &mut AsyncPgConnection, sql: &str) -> Result<i64, diesel::result::Error> {
+/// The `n` of a `SELECT count(*) AS n …` on `conn`.
+pub(crate) async fn count(
+    conn: &mut AsyncPgConnection,
+    sql: &str,
+) -> Result<i64, diesel::result::Error> {
     diesel::sql_query(sql)
         .get_result::<Count>(conn)
         .await
@@ -58,31 +60,13 @@ async fn seed(store: &PostgresStore) -> [Tenant; 2] {
         })
         .await
         .expect("membership");
-        let session = Session {
-            id: SessionId::new_v7(t0(), [n; 10]),
-            user: u.id,
-            tenant: t.id,
-            amr: vec!["pwd".into()],
-            auth_time: t0(),
-            created_at: t0(),
-            revoked_at: None,
-        };
+        let session = new_session(n, u, t);
         uow.insert_session(&session, &refresh(n, t0()).1)
             .await
             .expect("session");
-        uow.insert_role(&iam_domain::Role {
-            id: iam_domain::RoleId::new_v7(t0(), [n; 10]),
-            tenant: t.id,
-            name: RoleName::parse("billing").expect("name"),
-            description: String::new(),
-            system: None,
-            permissions: Default::default(),
-            named_at: t0(),
-            created_at: t0(),
-            updated_at: t0(),
-        })
-        .await
-        .expect("role");
+        uow.insert_role(&custom_role(t, n, "billing", &[]))
+            .await
+            .expect("role");
         uow.append_audit(&AuditEvent {
             id: AuditId::new_v7(t0() + Duration::milliseconds(i64::from(n)), [n; 10]),
             at: t0(),
@@ -327,15 +311,7 @@ async fn the_store_works_across_tenants_only_through_the_narrow_functions() {
     })
     .await
     .expect("membership");
-    let in_b = Session {
-        id: SessionId::new_v7(t0(), [7; 10]),
-        user: both.id,
-        tenant: b.id,
-        amr: vec!["pwd".into()],
-        auth_time: t0(),
-        created_at: t0(),
-        revoked_at: None,
-    };
+    let in_b = new_session(7, &both, &b);
     uow.insert_session(&in_b, &refresh(7, t0()).1)
         .await
         .expect("session");

@@ -289,7 +289,7 @@ pub async fn select_tenant(
 
 /// The caller's tenants.
 #[derive(Serialize, ToSchema)]
-pub struct TenantList {
+pub struct MembershipList {
     items: Vec<TenantChoiceBody>,
 }
 
@@ -298,16 +298,16 @@ pub struct TenantList {
     get, path = "/auth/tenants", tag = "auth",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller's tenants", body = TenantList),
+        (status = 200, description = "The caller's tenants", body = MembershipList),
         (status = 401, description = "Missing or unusable access token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn tenants(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
-) -> Result<Json<TenantList>, ApiError> {
+) -> Result<Json<MembershipList>, ApiError> {
     let choices = state.auth.tenants(&principal).await?;
-    Ok(Json(TenantList {
+    Ok(Json(MembershipList {
         items: choices.iter().map(choice_body).collect(),
     }))
 }

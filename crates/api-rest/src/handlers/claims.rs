@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use iam_application::{NewClaim, TenantScope};
+use iam_application::{AdminError, NewClaim, TenantScope};
 use iam_domain::Timestamp;
 use iam_domain::claims::{
     ClaimDefinition, ClaimHook, ClaimName, ClaimScope, ClaimSource, FailurePolicy, parse_field,
@@ -205,8 +205,8 @@ pub async fn delete_claim(
     admin: AdminActor,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let name = ClaimName::parse(&name)
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "claim_not_found", "No such claim"))?;
+    // A name that cannot be a claim's names none.
+    let name = ClaimName::parse(&name).map_err(|_| AdminError::ClaimNotFound)?;
     state
         .claims
         .delete(&admin.actor, admin.tenant, &name)

@@ -76,6 +76,26 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(meta::readyz))
 }
 
+/// Paging of a list.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 200; 50 by default.
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The page size and the cursor (`T`) of a list request.
+pub(crate) fn paging<T: std::str::FromStr>(q: &PageQuery) -> Result<(usize, Option<T>), ApiError> {
+    let mut fields = Fields::default();
+    let limit = fields.page_limit(q.limit);
+    let after = fields.cursor(q.cursor.as_deref());
+    fields.finish()?;
+    Ok((limit, after))
+}
+
 /// Collects field errors so that one answer lists every invalid field.
 #[derive(Default)]
 pub(crate) struct Fields(Vec<FieldError>);
@@ -105,6 +125,39 @@ impl Fields {
             },
         )
         .unwrap_or(50)
+    }
+
+    /// A page cursor: the `next_cursor` of an earlier page, if given.
+    fn cursor<T: std::str::FromStr>(&mut self, raw: Option<&str>) -> Option<T> {
+        raw.and_then(|c| {
+            self.check(
+                "cursor",
+                c.parse::<T>().map_err(|_| "not a cursor from this API"),
+            )
+        })
+    }
+
+    /// New metadata: a JSON object (at most 4 KiB), or empty when not given.
+    fn metadata(&mut self, raw: Option<serde_json::Value>) -> Option<iam_domain::Metadata> {
+        match raw {
+            Some(m) => self.check("metadata", iam_domain::Metadata::parse(m)),
+            None => Some(iam_domain::Metadata::default()),
+        }
+    }
+
+    /// An RFC 7386 merge patch over metadata, if given: its shape only (an object); the merged
+    /// result is checked by the use case.
+    fn merge_patch(&mut self, raw: Option<serde_json::Value>) -> Option<serde_json::Value> {
+        raw.and_then(|m| {
+            self.check(
+                "metadata",
+                if m.is_object() {
+                    Ok(m)
+                } else {
+                    Err("must be a JSON object (a merge patch)")
+                },
+            )
+        })
     }
 
     fn finish(self) -> Result<(), ApiError> {

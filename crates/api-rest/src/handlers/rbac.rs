@@ -11,10 +11,10 @@ use iam_domain::{
     AuditActor, AuditEvent, AuditId, Permission, PermissionDef, Role, RoleId, RoleName, Timestamp,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Fields;
+use super::{Fields, PageQuery, paging};
 use crate::AppState;
 use crate::extract::{AdminActor, ApiJson, ApiQuery, path_id};
 use crate::problem::{ApiError, Problem};
@@ -353,17 +353,6 @@ pub async fn register_permission(
     Ok((StatusCode::CREATED, Json(permission_body(&def))))
 }
 
-/// Paging for the audit log.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// 1 to 200; 50 by default.
-    limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
 /// One administrative action.
 #[derive(Serialize, ToSchema)]
 pub struct AuditBody {
@@ -415,7 +404,7 @@ pub struct AuditList {
 #[utoipa::path(
     get, path = "/audit-events", tag = "rbac",
     security(("bearer" = [])),
-    params(AuditQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of events", body = AuditList),
         (status = 403, description = "Requires iam.audit.read", body = Problem, content_type = PROBLEM),
@@ -425,22 +414,13 @@ pub struct AuditList {
 pub async fn list_audit_events(
     State(state): State<AppState>,
     admin: AdminActor,
-    ApiQuery(q): ApiQuery<AuditQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    let mut fields = Fields::default();
-    let limit = fields.page_limit(q.limit);
-    let before = q.cursor.as_deref().map(|c| {
-        fields.check(
-            "cursor",
-            c.parse::<Uuid>()
-                .map(AuditId)
-                .map_err(|_| "not a cursor from this API"),
-        )
-    });
-    fields.finish()?;
+    let (limit, before) = paging::<Uuid>(&q)?;
+    let before = before.map(AuditId);
     let page = state
         .rbac
-        .audit_events(&admin.actor, admin.tenant, before.flatten(), limit)
+        .audit_events(&admin.actor, admin.tenant, before, limit)
         .await?;
     Ok(Json(AuditList {
         items: page.events.iter().map(audit_body).collect(),

@@ -5,13 +5,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use iam_application::{NewTenant, TenantChanges, TenantPage};
-use iam_domain::{Metadata, Tenant, TenantId, TenantName, Timestamp, UserId};
+use iam_domain::{Tenant, TenantId, TenantName, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Fields;
 use super::users::{UserBody, body as user_body};
+use super::{Fields, PageQuery, paging};
 use crate::AppState;
 use crate::extract::{AdminActor, ApiJson, ApiQuery, path_id};
 use crate::problem::{ApiError, Problem};
@@ -67,30 +67,6 @@ fn list(page: TenantPage) -> TenantList {
     }
 }
 
-/// Paging of a list.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// 1 to 200; 50 by default.
-    limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-fn paging<T: std::str::FromStr>(q: &PageQuery) -> Result<(usize, Option<T>), ApiError> {
-    let mut fields = Fields::default();
-    let limit = fields.page_limit(q.limit);
-    let after = q.cursor.as_deref().map(|c| {
-        fields.check(
-            "cursor",
-            c.parse::<T>().map_err(|_| "not a cursor from this API"),
-        )
-    });
-    fields.finish()?;
-    Ok((limit, after.flatten()))
-}
-
 /// A tenant to create.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -139,10 +115,7 @@ pub async fn create_tenant(
         .owner_id
         .as_deref()
         .map(|o| fields.check("owner_id", o.parse::<UserId>().map_err(|_| "not a user id")));
-    let metadata = match req.metadata {
-        Some(m) => fields.check("metadata", Metadata::parse(m)),
-        None => Some(Metadata::default()),
-    };
+    let metadata = fields.metadata(req.metadata);
     fields.finish()?;
     let (Some(name), Some(metadata)) = (name, metadata) else {
         return Err(ApiError::validation(Vec::new()));
@@ -244,16 +217,7 @@ pub async fn update_tenant(
         .name
         .as_deref()
         .map(|n| fields.check("name", TenantName::parse(n)));
-    let metadata = req.metadata.map(|m| {
-        fields.check(
-            "metadata",
-            if m.is_object() {
-                Ok(m)
-            } else {
-                Err("must be a JSON object (a merge patch)")
-            },
-        )
-    });
+    let metadata = fields.merge_patch(req.metadata);
     fields.finish()?;
     let tenant = state
         .tenants
@@ -262,7 +226,7 @@ pub async fn update_tenant(
             id,
             TenantChanges {
                 name: name.flatten(),
-                metadata: metadata.flatten(),
+                metadata,
             },
         )
         .await?;

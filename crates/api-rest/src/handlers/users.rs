@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use iam_application::{NewUser, UserChanges};
 use iam_domain::{
-    DisplayName, Email, Metadata, Password, RoleId, RoleName, Timestamp, User, UserId, UserStatus,
+    DisplayName, Email, Password, RoleId, RoleName, Timestamp, User, UserId, UserStatus,
 };
 use iam_ports::UserFilter;
 use serde::{Deserialize, Serialize};
@@ -101,10 +101,7 @@ pub async fn create_user(
         .as_deref()
         .map(|p| fields.check("password", Password::new(p)));
     let roles = role_names(&mut fields, &req.roles);
-    let metadata = match req.metadata {
-        Some(m) => fields.check("metadata", Metadata::parse(m)),
-        None => Some(Metadata::default()),
-    };
+    let metadata = fields.metadata(req.metadata);
     fields.finish()?;
     let (Some(email), Some(name), Some(metadata)) = (email, name, metadata) else {
         return Err(ApiError::validation(Vec::new()));
@@ -185,13 +182,7 @@ pub async fn list_users(
 ) -> Result<Json<UserList>, ApiError> {
     let mut fields = Fields::default();
     let limit = fields.page_limit(q.limit);
-    let after = q.cursor.as_deref().map(|c| {
-        fields.check(
-            "cursor",
-            c.parse::<UserId>()
-                .map_err(|_| "not a cursor from this API"),
-        )
-    });
+    let after = fields.cursor::<UserId>(q.cursor.as_deref());
     let status = q.status.as_deref().map(|s| {
         fields.check(
             "status",
@@ -208,7 +199,7 @@ pub async fn list_users(
     };
     let page = state
         .users
-        .list(&admin.actor, admin.tenant, &filter, after.flatten(), limit)
+        .list(&admin.actor, admin.tenant, &filter, after, limit)
         .await?;
     Ok(Json(UserList {
         items: page.users.iter().map(|u| body(u, None)).collect(),
@@ -289,17 +280,7 @@ pub async fn update_user(
             },
         )
     });
-    let metadata = req.metadata.map(|m| {
-        // Shape only here; the merged result is checked by the service.
-        fields.check(
-            "metadata",
-            if m.is_object() {
-                Ok(m)
-            } else {
-                Err("must be a JSON object (a merge patch)")
-            },
-        )
-    });
+    let metadata = fields.merge_patch(req.metadata);
     fields.finish()?;
     let user = state
         .users
@@ -310,7 +291,7 @@ pub async fn update_user(
             UserChanges {
                 name: name.flatten(),
                 status: status.flatten(),
-                metadata: metadata.flatten(),
+                metadata,
             },
         )
         .await?;

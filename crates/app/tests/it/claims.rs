@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::routing::post;
-use iam_application::{BootstrapCommand, Bootstrapped};
-use iam_domain::{
-    DisplayName, Email, Membership, Metadata, Password, RoleName, Tenant, TenantId, TenantName,
-};
+use iam_domain::{Membership, Metadata, RoleName, Tenant, TenantId, TenantName};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::rbac::{call, root_owner};
 use crate::support::{Backend, PASSWORD, TestApp, problem, rpc, spawn};
 
 /// A module's claim endpoint: answers by path, and counts calls.
@@ -98,25 +96,8 @@ async fn hook_server() -> Hook {
     }
 }
 
-async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut req = app
-        .http
-        .request(method, format!("{}{path}", app.base))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.expect("request")
-}
-
 async fn register(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
-    send(app, Method::POST, "/auth/claims", token, Some(body)).await
+    call(app, Method::POST, "/auth/claims", token, Some(body)).await
 }
 
 async fn registered(app: &TestApp, token: &str, body: Value) {
@@ -165,30 +146,10 @@ fn pb_value(v: &prost_types::Value) -> Value {
     }
 }
 
-async fn root(app: &TestApp) -> (String, String) {
-    let done = app
-        .app
-        .rbac
-        .bootstrap(BootstrapCommand {
-            email: Email::parse("root@example.com").expect("email"),
-            password: Password::new(PASSWORD).expect("password"),
-            name: DisplayName::parse("Root").expect("name"),
-            tenant_name: TenantName::parse("Platform").expect("name"),
-        })
-        .await
-        .expect("bootstrap");
-    assert!(matches!(done, Bootstrapped::Created { .. }));
-    let login = app.login("root@example.com").await;
-    (
-        login["access_token"].as_str().expect("t").to_owned(),
-        login["tenant_id"].as_str().expect("t").to_owned(),
-    )
-}
-
 async fn hooks_and_policies(backend: Backend) {
     let app = spawn(backend).await;
     let hook = hook_server().await;
-    let (root_token, _) = root(&app).await;
+    let (root_token, _) = root_owner(&app).await;
     app.register("ada@example.com").await;
 
     // A normal value, in the token at login, in ValidateToken, and again after refresh.
@@ -226,7 +187,7 @@ async fn hooks_and_policies(backend: Backend) {
     assert_eq!(claims["billing.plan"]["tier"], "pro");
 
     // Other tenants see that platform claims exist, not where their values come from.
-    let seen: Value = send(&app, Method::GET, "/auth/claims", token, None)
+    let seen: Value = call(&app, Method::GET, "/auth/claims", token, None)
         .await
         .json()
         .await
@@ -234,7 +195,7 @@ async fn hooks_and_policies(backend: Backend) {
     let items = seen["items"].as_array().expect("items");
     assert_eq!(items.len(), 2, "{seen}");
     assert!(items.iter().all(|c| c.get("source").is_none()), "{seen}");
-    let own: Value = send(&app, Method::GET, "/auth/claims", &root_token, None)
+    let own: Value = call(&app, Method::GET, "/auth/claims", &root_token, None)
         .await
         .json()
         .await
@@ -242,7 +203,7 @@ async fn hooks_and_policies(backend: Backend) {
     assert!(own["items"][0]["source"]["type"].is_string(), "{own}");
 
     // Deleting stops injection at once.
-    let r = send(
+    let r = call(
         &app,
         Method::DELETE,
         "/auth/claims/billing.plan",
@@ -287,7 +248,7 @@ async fn hooks_and_policies(backend: Backend) {
     }
     assert_eq!(claims["billing.region"], "eu");
     for name in ["crm.slow", "crm.fail", "crm.big"] {
-        let r = send(
+        let r = call(
             &app,
             Method::DELETE,
             &format!("/auth/claims/{name}"),
@@ -315,7 +276,7 @@ async fn hooks_and_policies(backend: Backend) {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{name}: {body}");
         assert_eq!(body["code"], "claims_unavailable");
         assert_eq!(body["detail"], format!("claim {name}"));
-        let r = send(
+        let r = call(
             &app,
             Method::DELETE,
             &format!("/auth/claims/{name}"),
@@ -379,8 +340,8 @@ async fn scoping(backend: Backend) {
     let parent: TenantId = ada["tenant_id"].as_str().expect("t").parse().expect("uuid");
     let bob = app.login("bob@example.com").await;
 
-    // A child tenant of Ada's, with metadata, and Ada a member of it too (tenant creation over
-    // REST comes with the hierarchy; the store is the same either way).
+    // A child tenant of Ada's, with metadata, and Ada a member of it too, set up through the
+    // store directly (POST /tenants is tested in tenants.rs).
     let me = app.get("/auth/me", Some(&ada_token)).await;
     let me: Value = me.json().await.expect("json");
     let ada_id = me["user"]["id"]
@@ -442,7 +403,7 @@ async fn scoping(backend: Backend) {
         "source": { "type": "user_metadata", "field": "nick" } }),
     )
     .await;
-    let r = send(
+    let r = call(
         &app,
         Method::PATCH,
         &format!("/users/{ada_id}"),
@@ -505,7 +466,7 @@ async fn scoping(backend: Backend) {
 
     // Switching from the parent's session to the child: new tokens, with the child's claims;
     // a refresh there stays there.
-    let switched = send(
+    let switched = call(
         &app,
         Method::POST,
         "/auth/switch-tenant",
@@ -533,7 +494,7 @@ async fn scoping(backend: Backend) {
         custom(&app, refreshed["access_token"].as_str().expect("t")).await["tenant.region"],
         "eu-west"
     );
-    let listed: Value = send(
+    let listed: Value = call(
         &app,
         Method::GET,
         "/auth/tenants",
@@ -546,7 +507,7 @@ async fn scoping(backend: Backend) {
     .expect("json");
     assert_eq!(listed["items"].as_array().expect("items").len(), 2);
     let (status, body) = problem(
-        send(
+        call(
             &app,
             Method::POST,
             "/auth/switch-tenant",
@@ -565,14 +526,14 @@ async fn scoping(backend: Backend) {
     let claims = custom(&app, bob["access_token"].as_str().expect("t")).await;
     assert_eq!(claims, json!({}));
     let bob_token = bob["access_token"].as_str().expect("t");
-    let list: Value = send(&app, Method::GET, "/auth/claims", bob_token, None)
+    let list: Value = call(&app, Method::GET, "/auth/claims", bob_token, None)
         .await
         .json()
         .await
         .expect("json");
     assert_eq!(list["items"], json!([]));
     let (status, _) = problem(
-        send(
+        call(
             &app,
             Method::DELETE,
             "/auth/claims/tenant.tree",
@@ -583,7 +544,7 @@ async fn scoping(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let list: Value = send(&app, Method::GET, "/auth/claims", &ada_token, None)
+    let list: Value = call(&app, Method::GET, "/auth/claims", &ada_token, None)
         .await
         .json()
         .await
@@ -698,7 +659,7 @@ async fn registrations_are_validated() {
         (StatusCode::CONFLICT, Some("claim_taken"))
     );
     // A member may neither read nor write them.
-    let r = send(
+    let r = call(
         &app,
         Method::POST,
         "/users",
@@ -709,7 +670,7 @@ async fn registrations_are_validated() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let mia = app.login("mia@example.com").await;
     let mia = mia["access_token"].as_str().expect("t");
-    let (status, body) = problem(send(&app, Method::GET, "/auth/claims", mia, None).await).await;
+    let (status, body) = problem(call(&app, Method::GET, "/auth/claims", mia, None).await).await;
     assert_eq!(
         (status, body["detail"].as_str()),
         (StatusCode::FORBIDDEN, Some("requires iam.claims.read"))

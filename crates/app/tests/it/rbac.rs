@@ -40,6 +40,22 @@ pub(crate) fn build(
     req
 }
 
+/// A request acting in `tenant` through `X-Tenant-Id`.
+pub(crate) async fn call_in(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    tenant: &str,
+    body: Option<Value>,
+) -> Response {
+    build(app, method, path, token, body)
+        .header("x-tenant-id", tenant)
+        .send()
+        .await
+        .expect("request")
+}
+
 pub(crate) async fn ok_json(r: Response, status: StatusCode) -> Value {
     assert_eq!(r.status(), status, "{:?}", r.text().await);
     r.json().await.expect("json")
@@ -113,17 +129,15 @@ pub(crate) async fn create_user_in(
     email: &str,
 ) -> String {
     let body = ok_json(
-        build(
+        call_in(
             app,
             Method::POST,
             "/users",
             token,
+            tenant,
             Some(json!({ "email": email, "name": "Member", "password": PASSWORD })),
         )
-        .header("x-tenant-id", tenant)
-        .send()
-        .await
-        .expect("request"),
+        .await,
         StatusCode::CREATED,
     )
     .await;
@@ -618,11 +632,15 @@ async fn matrix(backend: Backend) {
     // and 7 refused delegation below it, which are kept in the caller's own (root) trail.
     assert_eq!(denied, 21, "denied events in the root trail");
     let kid_events = ok_json(
-        build(&app, Method::GET, "/audit-events?limit=200", &owner, None)
-            .header("x-tenant-id", &kid)
-            .send()
-            .await
-            .expect("request"),
+        call_in(
+            &app,
+            Method::GET,
+            "/audit-events?limit=200",
+            &owner,
+            &kid,
+            None,
+        )
+        .await,
         StatusCode::OK,
     )
     .await;

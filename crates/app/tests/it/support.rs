@@ -195,6 +195,14 @@ impl TestApp {
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
 
+    /// Signs in and returns the access token.
+    pub async fn token(&self, email: &str) -> String {
+        self.login(email).await["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
+    }
+
     /// Signs in and returns the token response.
     pub async fn login(&self, email: &str) -> Value {
         let r = self

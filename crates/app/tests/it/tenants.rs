@@ -7,24 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::rbac::{MANAGE, build, call, create_tenant, create_user_in, ok_json, root_owner};
+use crate::rbac::{
+    MANAGE, build, call, call_in, create_tenant, create_user_in, ok_json, root_owner,
+};
 use crate::support::{Backend, PASSWORD, TestApp, problem, rpc, rpc::pb, spawn, spawn_second};
-
-/// A request acting in `tenant` through `X-Tenant-Id`.
-async fn call_in(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    tenant: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    build(app, method, path, token, body)
-        .header("x-tenant-id", tenant)
-        .send()
-        .await
-        .expect("request")
-}
 
 /// Makes a call that must be refused with `expected` (status and problem code).
 async fn refused(
@@ -50,13 +36,6 @@ fn ids(list: &Value) -> Vec<String> {
         .iter()
         .map(|t| t["id"].as_str().expect("id").to_owned())
         .collect()
-}
-
-async fn token_of(app: &TestApp, email: &str) -> String {
-    app.login(email).await["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
 }
 
 async fn delegation(backend: Backend) {
@@ -97,7 +76,7 @@ async fn delegation(backend: Backend) {
         StatusCode::CREATED,
     )
     .await;
-    let alice = token_of(&app, "alice@example.com").await;
+    let alice = app.token("alice@example.com").await;
 
     // Down the tree: a customer below A, and a sub-customer below that.
     let a1 = create_tenant(&app, &alice, "Customer A1", None).await;
@@ -537,7 +516,7 @@ async fn delegation(backend: Backend) {
 
     // A deleted tenant is gone from every listing and answers 404, and its sessions end.
     create_user_in(&app, &owner, &a1a, "erin@example.com").await;
-    let erin = token_of(&app, "erin@example.com").await;
+    let erin = app.token("erin@example.com").await;
     assert!(rpc::validate(&app, &erin).await.valid);
     let r = call(
         &app,
