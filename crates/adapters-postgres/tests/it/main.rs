@@ -2042,10 +2042,9 @@ async fn failures_keep_a_truncated_reason_and_the_bodies_stay_out_of_errors() {
     );
 }
 
-/// Two moves that would each be fine alone but together close a cycle (A under B, B under A):
-/// the tree lock makes the second wait for the first and then see it, so it is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_moves_cannot_close_a_cycle() {
+/// A fresh store with a root tenant and two children of it (numbers 2 and 3), all owned by
+/// user 1; the database lives as long as the first value.
+async fn two_children() -> (TestDatabase, PostgresStore, User, Tenant, Tenant, Tenant) {
     let db = TestDatabase::new().await;
     let store = PostgresStore::connect(&config(&db.url, 4))
         .await
@@ -2056,6 +2055,14 @@ async fn concurrent_moves_cannot_close_a_cycle() {
     uow.insert_tenant(&a).await.expect("a");
     uow.insert_tenant(&b).await.expect("b");
     uow.commit().await.expect("commit");
+    (db, store, u, root, a, b)
+}
+
+/// Two moves that would each be fine alone but together close a cycle (A under B, B under A):
+/// the tree lock makes the second wait for the first and then see it, so it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_moves_cannot_close_a_cycle() {
+    let (_db, store, _, root, a, b) = two_children().await;
 
     let mut first = store.begin().await.expect("begin");
     assert_eq!(
@@ -2089,16 +2096,7 @@ async fn concurrent_moves_cannot_close_a_cycle() {
 /// ancestry: the closure rows it copies are the ones the move wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_inserted_during_a_move_gets_the_new_ancestors() {
-    let db = TestDatabase::new().await;
-    let store = PostgresStore::connect(&config(&db.url, 4))
-        .await
-        .expect("connect");
-    let (u, root) = seed(&store).await;
-    let (a, b) = (child(2, &root, &u), child(3, &root, &u));
-    let mut uow = store.begin().await.expect("begin");
-    uow.insert_tenant(&a).await.expect("a");
-    uow.insert_tenant(&b).await.expect("b");
-    uow.commit().await.expect("commit");
+    let (_db, store, u, root, a, b) = two_children().await;
 
     let mut moving = store.begin().await.expect("begin");
     assert_eq!(
@@ -2138,16 +2136,7 @@ async fn a_child_inserted_during_a_move_gets_the_new_ancestors() {
 /// user's disable (which locks the tenants they own) would deadlock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_row_locks_do_not_hold_up_a_move_beneath() {
-    let db = TestDatabase::new().await;
-    let store = PostgresStore::connect(&config(&db.url, 4))
-        .await
-        .expect("connect");
-    let (u, root) = seed(&store).await;
-    let (a, x) = (child(2, &root, &u), child(3, &root, &u));
-    let mut uow = store.begin().await.expect("begin");
-    uow.insert_tenant(&a).await.expect("a");
-    uow.insert_tenant(&x).await.expect("x");
-    uow.commit().await.expect("commit");
+    let (_db, store, _, _, a, x) = two_children().await;
 
     let mut checking = store.begin().await.expect("begin");
     assert!(checking.lock_tenant(a.id).await.expect("lock"));
